@@ -1,0 +1,49 @@
+//! Attribute macros of [mp](https://docs.rs/mp). Each entry point only parses, expands and
+//! turns errors into tokens; the logic sits in one module per macro.
+
+mod args;
+mod entry;
+mod worker;
+
+use proc_macro::TokenStream;
+
+/// Makes a free function runnable in other processes.
+///
+/// ```ignore
+/// #[mp::worker]
+/// fn square(x: i32) -> i32 { x * x }
+/// ```
+///
+/// expands to a unit struct `square` implementing `mp::Worker` (`Args = i32`,
+/// `Output = i32`, `NAME = module_path!()::square`) that derefs to the plain `fn`, plus a
+/// registration so a child process can find it by name. Arguments and the result must be
+/// owned `Serialize + DeserializeOwned` types; generic, `async`, `unsafe` and `self` functions,
+/// reference and `impl Trait` types are compile errors.
+///
+/// Options: `name = "stable::name"` registers under another name; `crate = "path"` names
+/// the mp crate when it is renamed.
+#[proc_macro_attribute]
+pub fn worker(attr: TokenStream, item: TokenStream) -> TokenStream {
+    worker::expand(attr.into(), item.into()).into()
+}
+
+/// Runs `mp::init()` before `main`'s body and, when it returns, terminates daemonic children
+/// and joins the others.
+///
+/// ```ignore
+/// #[mp::main]
+/// fn main() -> Result<(), mp::Error> { /* … */ Ok(()) }
+/// // is
+/// fn main() -> Result<(), mp::Error> { mp::init(); /* … */ }
+/// ```
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry::expand_main(attr.into(), item.into()).into()
+}
+
+/// A `#[test]` that may start child processes: children re-run the test binary on exactly
+/// this test, whose first statement (inserted) is `mp::init()`.
+#[proc_macro_attribute]
+pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry::expand_test(attr.into(), item.into()).into()
+}

@@ -1,0 +1,370 @@
+//! The child's side: `mp::init()`, and the loop a child runs instead of the user's `main`.
+//!
+//! Protocol (see `wire/README.md`): the parent sends one `Setup` frame, then `Task` frames;
+//! the child answers each with one `Reply` frame, and exits after the first task when
+//! `Setup::one_shot` is set, on `Shutdown`, or when the parent's end closes.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CodecDirection, Error};
+use crate::registry;
+use crate::spawn::{self, CHILD_FD, ENV_FD, ENV_PARENT};
+use crate::sys;
+use crate::wire::{self, FrameReader, Kind, OutFrame, codec};
+
+/// First frame to a child.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct Setup {
+    /// The child's `current_process().name`.
+    pub name: String,
+    /// The parent's name, for `parent_process()`.
+    pub parent_name: String,
+    pub daemon: bool,
+    /// Exit after answering one task (a `Process`), instead of serving until shut down.
+    pub one_shot: bool,
+}
+
+/// Header of a `Task` frame; the encoded arguments follow.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct TaskHead<'a> {
+    pub id: u64,
+    #[serde(borrow)]
+    pub worker: Cow<'a, str>,
+}
+
+/// Header of a `Reply` frame; on success the encoded output follows.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct ReplyHead {
+    pub id: u64,
+    pub failure: Option<Failure>,
+}
+
+/// Why a task produced no value.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Failure {
+    Panic {
+        message: String,
+        location: Option<String>,
+        backtrace: Option<String>,
+    },
+    UnknownWorker {
+        name: String,
+    },
+    Codec {
+        type_name: String,
+        encode: bool,
+        message: String,
+    },
+    Other {
+        message: String,
+    },
+}
+
+impl Failure {
+    pub fn into_error(self, worker: &str) -> Error {
+        match self {
+            Failure::Panic {
+                message,
+                location,
+                backtrace,
+            } => Error::Panic {
+                worker: worker.to_string(),
+                message,
+                location,
+                backtrace,
+                index: None,
+            },
+            Failure::UnknownWorker { name } => Error::UnknownWorker { name },
+            Failure::Codec {
+                type_name,
+                encode,
+                message,
+            } => Error::Codec {
+                type_name,
+                direction: if encode {
+                    CodecDirection::Encode
+                } else {
+                    CodecDirection::Decode
+                },
+                message: format!("in the worker process: {message}"),
+            },
+            Failure::Other { message } => Error::invalid(message),
+        }
+    }
+
+    fn from_error(e: Error) -> Failure {
+        match e {
+            Error::UnknownWorker { name } => Failure::UnknownWorker { name },
+            Error::Codec {
+                type_name,
+                direction,
+                message,
+            } => Failure::Codec {
+                type_name,
+                encode: direction == CodecDirection::Encode,
+                message,
+            },
+            other => Failure::Other {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Who this process is, as `current_process()` reports it.
+pub(crate) struct Identity {
+    pub name: String,
+    pub parent: Option<(String, u32)>,
+    pub daemon: bool,
+}
+
+static IDENTITY: OnceLock<Identity> = OnceLock::new();
+
+pub(crate) fn identity() -> &'static Identity {
+    IDENTITY.get_or_init(|| Identity {
+        name: "MainProcess".into(),
+        parent: None,
+        daemon: false,
+    })
+}
+
+/// Prepares this process for mp. Call it first in `main`; `#[mp::main]` and `#[mp::test]` do.
+///
+/// In the parent it returns at once. In a child started by mp it never returns: it runs the
+/// worker it is sent and exits. If two workers are registered under the same name, it prints
+/// both locations and exits with code 2; use [`try_init`] to handle that yourself.
+///
+/// # Examples
+///
+/// ```
+/// #[mp::worker]
+/// fn square(x: i32) -> i32 { x * x }
+///
+/// fn main() {
+///     mp::init();
+///     let mut p = mp::Process::new(square, 7);
+///     p.start().unwrap();
+///     assert_eq!(p.join().unwrap(), 49);
+/// }
+/// ```
+pub fn init() {
+    if let Err(e) = try_init() {
+        eprintln!("mp: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// [`init`] that reports a broken registry as an `Err` instead of exiting.
+///
+/// # Examples
+///
+/// ```
+/// fn main() -> Result<(), mp::Error> {
+///     mp::try_init()?;
+///     Ok(())
+/// }
+/// ```
+pub fn try_init() -> Result<(), Error> {
+    registry::check()?;
+    wire::load_max_frame_from_env();
+    if std::env::var_os(ENV_FD).is_some() {
+        child_main();
+    }
+    spawn::mark_initialized();
+    Ok(())
+}
+
+#[doc(hidden)]
+/// `#[mp::test]`: remembers which test to re-run in children, then `init()`.
+pub fn test_init(full_path: &str) {
+    // module_path!() starts with the crate name, which libtest's test names leave out.
+    let name = full_path
+        .split_once("::")
+        .map_or(full_path, |(_, rest)| rest);
+    spawn::set_test_name(name.to_string());
+    init();
+}
+
+fn child_main() -> ! {
+    let parent: u32 = std::env::var(ENV_PARENT)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Arm the parent-death signal first, then check the parent is still the one that started
+    // us: if it died in between, the signal will never come.
+    let _ = sys::set_parent_death_kill();
+    if sys::parent_pid() != parent {
+        sys::exit(0);
+    }
+    sys::remove_env(&[ENV_FD, ENV_PARENT]);
+    let Some(sock) = sys::adopt_inherited_socket(CHILD_FD) else {
+        eprintln!("mp: {ENV_FD} is set but descriptor {CHILD_FD} is not mp's socket; exiting");
+        sys::exit(2);
+    };
+    let _ = sys::set_cloexec(sock.as_fd());
+    install_panic_hook();
+    spawn::mark_initialized();
+    let code = serve(sock);
+    crate::process::cleanup_children();
+    sys::exit(code)
+}
+
+/// Answers tasks until told to stop; returns the exit code.
+fn serve(sock: OwnedFd) -> i32 {
+    let mut reader = FrameReader::new();
+    let what = "the parent's channel";
+    let setup: Setup = match reader.read(sock.as_fd(), None, what) {
+        Ok(f) if f.kind == Kind::Setup => match codec::decode(&f.payload) {
+            Ok(s) => s,
+            Err(e) => return fatal(&e),
+        },
+        Ok(f) => {
+            return fatal(&Error::Protocol(format!(
+                "expected Setup, got {:?}",
+                f.kind
+            )));
+        }
+        Err(Error::Disconnected { .. }) => return 0,
+        Err(e) => return fatal(&e),
+    };
+    let one_shot = setup.one_shot;
+    let parent_name = setup.parent_name;
+    let _ = IDENTITY.set(Identity {
+        name: setup.name,
+        parent: Some((parent_name, sys::parent_pid())),
+        daemon: setup.daemon,
+    });
+    loop {
+        let frame = match reader.read(sock.as_fd(), None, what) {
+            Ok(f) => f,
+            Err(Error::Disconnected { .. }) => return 0,
+            Err(e) => return fatal(&e),
+        };
+        match frame.kind {
+            Kind::Task => {
+                let (reply, panicked) = run_task(&frame.payload, frame.fds);
+                if let Err(e) = reply.send(sock.as_fd(), what) {
+                    return fatal(&e);
+                }
+                if one_shot {
+                    return i32::from(panicked);
+                }
+            }
+            Kind::Shutdown => return 0,
+            other => {
+                return fatal(&Error::Protocol(format!(
+                    "unexpected {other:?} frame in a child"
+                )));
+            }
+        }
+    }
+}
+
+fn fatal(e: &Error) -> i32 {
+    eprintln!("mp child {}: {e}", std::process::id());
+    70
+}
+
+/// Runs one task frame and builds its reply. The bool is true when the worker panicked.
+pub(crate) fn run_task(payload: &[u8], fds: Vec<OwnedFd>) -> (OutFrame, bool) {
+    let mut out = OutFrame::new(Kind::Reply);
+    let (head, args) = match codec::decode_prefix::<TaskHead<'_>>(payload) {
+        Ok(v) => v,
+        Err(e) => {
+            let head = ReplyHead {
+                id: 0,
+                failure: Some(Failure::from_error(e)),
+            };
+            let _ = codec::encode_into(&head, &mut out.buf);
+            return (out, false);
+        }
+    };
+    let ok_head = ReplyHead {
+        id: head.id,
+        failure: None,
+    };
+    codec::encode_into(&ok_head, &mut out.buf).expect("a reply header always encodes");
+    let header_end = out.buf.len();
+    let result = registry::lookup(&head.worker).and_then(|entry| {
+        let (r, out_fds) = codec::collecting_fds(|| {
+            codec::with_fds(fds, || {
+                PANIC.with(|p| *p.borrow_mut() = None);
+                IN_TASK.with(|t| t.set(true));
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    (entry.dispatch)(args, &mut out.buf)
+                }));
+                IN_TASK.with(|t| t.set(false));
+                r
+            })
+        });
+        out.fds = out_fds;
+        Ok(r)
+    });
+    let failure = match result {
+        Ok(Ok(Ok(()))) => return (out, false),
+        Ok(Ok(Err(e))) | Err(e) => Failure::from_error(e),
+        Ok(Err(payload)) => {
+            let (message, location, backtrace) = PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| (panic_message(payload.as_ref()), None, None));
+            let mut out = OutFrame::new(Kind::Reply);
+            let head = ReplyHead {
+                id: head.id,
+                failure: Some(Failure::Panic {
+                    message,
+                    location,
+                    backtrace,
+                }),
+            };
+            let _ = codec::encode_into(&head, &mut out.buf);
+            return (out, true);
+        }
+    };
+    out.buf.truncate(header_end);
+    out.fds.clear();
+    let mut out = OutFrame::new(Kind::Reply);
+    let head = ReplyHead {
+        id: head.id,
+        failure: Some(failure),
+    };
+    let _ = codec::encode_into(&head, &mut out.buf);
+    (out, false)
+}
+
+thread_local! {
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PANIC: RefCell<Option<(String, Option<String>, Option<String>)>> = const { RefCell::new(None) };
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any> (a non-string panic payload)".to_string()
+    }
+}
+
+/// In a child, a panic inside a task is reported to the parent instead of printed here.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if IN_TASK.with(|t| t.get()) {
+            let message = panic_message(info.payload());
+            let location = info.location().map(|l| l.to_string());
+            let bt = std::backtrace::Backtrace::capture();
+            let backtrace =
+                (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| bt.to_string());
+            PANIC.with(|p| *p.borrow_mut() = Some((message, location, backtrace)));
+        } else {
+            default(info);
+        }
+    }));
+}

@@ -1,0 +1,343 @@
+//! `mp::Pipe` and `Connection<T>`: typed, framed messages over a Unix socket pair, passable
+//! to workers like any other argument.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+use crate::sys;
+use crate::wire::{self, FrameReader, Kind, OutFrame, codec};
+
+/// A failed send: the error, and the value, handed back so nothing is lost.
+pub struct SendError<T> {
+    /// The value that was not sent.
+    pub value: T,
+    /// Why.
+    pub error: Error,
+}
+
+impl<T> SendError<T> {
+    /// Takes the value back.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "send failed (the value is in SendError::value): {}",
+            self.error
+        )
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(e: SendError<T>) -> Error {
+        e.error
+    }
+}
+
+struct Inner {
+    fd: OwnedFd,
+    reader: Mutex<FrameReader>,
+    writer: Mutex<()>,
+    readable: bool,
+    writable: bool,
+}
+
+/// One end of a [`Pipe`]: sends and receives values of type `T`.
+///
+/// Sending and receiving take `&self` (each direction is serialized internally), so a
+/// `Connection` can be shared between threads. A `Connection` is itself `Serialize`: pass it
+/// to a worker as an argument, or send it over another `Connection`, and the receiving
+/// process gets a working end (the descriptor travels with SCM_RIGHTS).
+///
+/// # Examples
+///
+/// ```
+/// let (a, b) = mp::Pipe::new::<String>().unwrap();
+/// a.send("hello".to_string()).unwrap();
+/// assert_eq!(b.recv().unwrap(), "hello");
+/// drop(a);
+/// assert!(matches!(b.recv(), Err(mp::Error::Disconnected { .. })));
+/// ```
+pub struct Connection<T> {
+    inner: Option<Inner>,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Connection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Some(i) => f
+                .debug_struct("Connection")
+                .field("fd", &i.fd)
+                .field("readable", &i.readable)
+                .field("writable", &i.writable)
+                .finish(),
+            None => f.write_str("Connection(closed)"),
+        }
+    }
+}
+
+/// Creates connected pairs of [`Connection`]s (Python's `multiprocessing.Pipe`).
+#[derive(Debug)]
+pub struct Pipe;
+
+impl Pipe {
+    /// A duplex pair: each end can send and receive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = mp::Pipe::new::<i32>().unwrap();
+    /// a.send(1).unwrap();
+    /// b.send(2).unwrap();
+    /// assert_eq!(b.recv().unwrap(), 1);
+    /// assert_eq!(a.recv().unwrap(), 2);
+    /// ```
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new<T>() -> Result<(Connection<T>, Connection<T>), Error> {
+        let (a, b) = sys::socketpair().map_err(|e| Error::io("creating a pipe", e))?;
+        Ok((
+            Connection::from_fd(a, true, true),
+            Connection::from_fd(b, true, true),
+        ))
+    }
+
+    /// A one-way pair `(receiver, sender)`, like Python's `Pipe(duplex=False)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (rx, tx) = mp::Pipe::simplex::<u8>().unwrap();
+    /// tx.send(7).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 7);
+    /// assert!(rx.send(1).is_err()); // the receiving end cannot send
+    /// ```
+    pub fn simplex<T>() -> Result<(Connection<T>, Connection<T>), Error> {
+        let (a, b) = sys::socketpair().map_err(|e| Error::io("creating a pipe", e))?;
+        let _ = rustix::net::shutdown(&a, rustix::net::Shutdown::Write);
+        let _ = rustix::net::shutdown(&b, rustix::net::Shutdown::Read);
+        Ok((
+            Connection::from_fd(a, true, false),
+            Connection::from_fd(b, false, true),
+        ))
+    }
+}
+
+impl<T> Connection<T> {
+    fn from_fd(fd: OwnedFd, readable: bool, writable: bool) -> Self {
+        Connection {
+            inner: Some(Inner {
+                fd,
+                reader: Mutex::new(FrameReader::new()),
+                writer: Mutex::new(()),
+                readable,
+                writable,
+            }),
+            _t: PhantomData,
+        }
+    }
+
+    fn inner(&self, reading: bool) -> Result<&Inner, Error> {
+        let inner = self.inner.as_ref().ok_or(Error::Closed {
+            what: "this Connection",
+        })?;
+        match (reading, inner.readable, inner.writable) {
+            (true, false, _) => Err(Error::invalid("this end of a simplex Pipe can only send")),
+            (false, _, false) => Err(Error::invalid(
+                "this end of a simplex Pipe can only receive",
+            )),
+            _ => Ok(inner),
+        }
+    }
+
+    /// Closes this end now (dropping it does the same). Later calls return `Error::Closed`;
+    /// the peer sees `Disconnected` once every copy of this end is closed.
+    pub fn close(&mut self) {
+        self.inner = None;
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    /// Sends raw bytes without encoding (Python's `send_bytes`); receive them with
+    /// [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = mp::Pipe::new::<()>().unwrap();
+    /// a.send_bytes(b"raw").unwrap();
+    /// assert_eq!(b.recv_bytes().unwrap(), b"raw");
+    /// ```
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), Error> {
+        let inner = self.inner(false)?;
+        let _w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        wire::send_raw(inner.fd.as_fd(), Kind::Bytes, bytes, "a Connection")
+    }
+
+    /// Receives one message sent with [`send_bytes`](Self::send_bytes).
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, Error> {
+        self.recv_frame(None, None, Kind::Bytes).map(|f| f.payload)
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes) with a timeout.
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, Error> {
+        self.recv_frame(Some(Instant::now() + timeout), Some(timeout), Kind::Bytes)
+            .map(|f| f.payload)
+    }
+
+    /// Whether a message can be received without blocking, waiting up to `timeout` for one
+    /// (`Duration::ZERO` just checks). True also when the peer is gone, so the next `recv`
+    /// reports `Disconnected` at once.
+    pub fn poll(&self, timeout: Duration) -> Result<bool, Error> {
+        let inner = self.inner(true)?;
+        if inner
+            .reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_buffered()
+        {
+            return Ok(true);
+        }
+        sys::wait_readable(inner.fd.as_fd(), Some(Instant::now() + timeout))
+            .map_err(|e| Error::io("polling a Connection", e))
+    }
+
+    fn recv_frame(
+        &self,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+        want: Kind,
+    ) -> Result<wire::Frame, Error> {
+        let inner = self.inner(true)?;
+        let mut reader = inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+        match reader.read(inner.fd.as_fd(), deadline, "a Connection") {
+            Ok(f) if f.kind == want => Ok(f),
+            Ok(f) => Err(Error::Protocol(format!(
+                "expected a {want:?} message but a {:?} message arrived (send_bytes pairs with \
+                 recv_bytes, send with recv)",
+                f.kind
+            ))),
+            Err(Error::Timeout { what, .. }) => Err(Error::Timeout {
+                what,
+                after: timeout.unwrap_or_default(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Connection<T> {
+    /// Sends `value` to the other end. Handles inside it (other Connections) travel too.
+    ///
+    /// On failure the value comes back in [`SendError`]; `?` turns it into an `mp::Error`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = mp::Pipe::new::<Vec<u32>>().unwrap();
+    /// a.send(vec![1, 2, 3]).unwrap();
+    /// assert_eq!(b.recv().unwrap(), vec![1, 2, 3]);
+    /// ```
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        match self.try_send(&value) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(SendError { value, error }),
+        }
+    }
+
+    fn try_send(&self, value: &T) -> Result<(), Error> {
+        let inner = self.inner(false)?;
+        let mut frame = OutFrame::new(Kind::Data);
+        frame.fds = codec::encode_with_fds(value, &mut frame.buf, codec::Route::Local)?;
+        let _w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        frame.send(inner.fd.as_fd(), "a Connection")
+    }
+
+    /// Receives the next value, blocking until one arrives. `Error::Disconnected` when every
+    /// copy of the other end is closed and nothing is left to read.
+    pub fn recv(&self) -> Result<T, Error> {
+        let f = self.recv_frame(None, None, Kind::Data)?;
+        codec::decode_with_fds(&f.payload, f.fds)
+    }
+
+    /// [`recv`](Self::recv), giving up after `timeout` with `Error::Timeout` (nothing is
+    /// lost: a message that was arriving is kept for the next call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, _b) = mp::Pipe::new::<i32>().unwrap();
+    /// assert!(matches!(a.recv_timeout(Duration::from_millis(10)), Err(mp::Error::Timeout { .. })));
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, Error> {
+        let f = self.recv_frame(Some(Instant::now() + timeout), Some(timeout), Kind::Data)?;
+        codec::decode_with_fds(&f.payload, f.fds)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    fd: u32,
+    readable: bool,
+    writable: bool,
+}
+
+impl<T> Serialize for Connection<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let inner = self.inner.as_ref().ok_or_else(|| {
+            S::Error::custom(codec::custom_error(
+                "cannot send a closed Connection".into(),
+            ))
+        })?;
+        let dup = inner.fd.try_clone().map_err(|e| {
+            S::Error::custom(codec::custom_error(format!(
+                "cannot duplicate a Connection: {e}"
+            )))
+        })?;
+        let fd = codec::push_fd(dup, "Connection").map_err(S::Error::custom)?;
+        Wire {
+            fd,
+            readable: inner.readable,
+            writable: inner.writable,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Connection<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        let fd = codec::take_fd(w.fd, "Connection").map_err(D::Error::custom)?;
+        Ok(Connection::from_fd(fd, w.readable, w.writable))
+    }
+}

@@ -1,0 +1,252 @@
+//! Raw OS calls: the only module of mp that talks to the kernel directly.
+//!
+//! Everything here is a thin, typed wrapper over one system call (through rustix, or nix
+//! where rustix lacks the call), so the rest of the runtime reads as protocol logic.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
+
+pub use rustix::process::WaitStatus;
+
+/// The most descriptors one frame may carry (the kernel's SCM_MAX_FD is 253).
+pub const MAX_FDS_PER_FRAME: usize = 64;
+
+/// A connected pair of Unix stream sockets, both close-on-exec.
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok((a, b))
+}
+
+/// Writes every byte of `bufs`, attaching `fds` to the first chunk. Never raises SIGPIPE: a
+/// vanished peer is `BrokenPipe`.
+pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut sent = 0usize;
+    let mut first = true;
+    while sent < total {
+        // Rebuild the iovec list past what was already written.
+        let mut skip = sent;
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(bufs.len());
+        for b in bufs {
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            iov.push(IoSlice::new(&b[skip..]));
+            skip = 0;
+        }
+        let n = if first && !fds.is_empty() {
+            let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+                return Err(io::Error::other("control buffer too small for descriptors"));
+            }
+            retry(|| rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL))?
+        } else if iov.len() == 1 {
+            retry(|| rustix::net::send(fd, iov[0].as_ref(), SendFlags::NOSIGNAL))?
+        } else {
+            let mut control = SendAncillaryBuffer::default();
+            retry(|| rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL))?
+        };
+        first = false;
+        sent += n;
+    }
+    Ok(())
+}
+
+/// Reads what is available (at least one byte, blocking), queueing any descriptors that came
+/// with it. Returns 0 at end of stream.
+pub fn recv_some(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC))?;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = m {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(io::Error::other(format!(
+            "a frame carried more than {MAX_FDS_PER_FRAME} descriptors; the extra ones were dropped"
+        )));
+    }
+    Ok(msg.bytes)
+}
+
+/// Waits until `fd` is readable (or hung up). `None` waits forever. Returns false on timeout.
+pub fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    Ok(wait_any_readable(&[fd], deadline)?.is_some())
+}
+
+/// Waits until one of `fds` is readable; returns its index, or `None` on timeout.
+pub fn wait_any_readable(
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> io::Result<Option<usize>> {
+    loop {
+        let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|f| PollFd::new(f, PollFlags::IN)).collect();
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
+        match rustix::event::poll(&mut pfds, timeout.as_ref()) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {
+                return Ok(pfds.iter().position(|p| !p.revents().is_empty()));
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other.map_err(Into::into),
+        }
+    }
+}
+
+/// Duplicates `fd` to a close-on-exec descriptor numbered at least `min`.
+pub fn dup_cloexec_min(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, min)?)
+}
+
+/// Marks `fd` close-on-exec, so programs the user starts with `std::process::Command` from a
+/// worker never inherit mp's channel.
+pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?)
+}
+
+/// Starts `path` with `args` and `env` on the posix_spawn path (vfork+exec, no copy of the
+/// parent's page tables), with `ipc` placed at descriptor `target` and stdin on /dev/null.
+pub fn spawn(
+    path: &CString,
+    args: &[CString],
+    env: &[CString],
+    ipc: BorrowedFd<'_>,
+    target: RawFd,
+    stdin: BorrowedFd<'_>,
+) -> io::Result<Pid> {
+    use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
+    use std::os::fd::AsRawFd;
+    // dup2 onto the same number would keep CLOEXEC: the caller guarantees ipc >= 10 > target.
+    debug_assert_ne!(ipc.as_raw_fd(), target);
+    let mut actions = PosixSpawnFileActions::init()?;
+    actions.add_dup2(ipc.as_raw_fd(), target)?;
+    actions.add_dup2(stdin.as_raw_fd(), 0)?;
+    let attr = PosixSpawnAttr::init()?;
+    let pid = posix_spawn(path.as_c_str(), &actions, &attr, args, env)?;
+    Pid::from_raw(pid.as_raw()).ok_or_else(|| io::Error::other("posix_spawn returned pid 0"))
+}
+
+/// Opens /dev/null for reading (close-on-exec).
+pub fn dev_null() -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?)
+}
+
+/// A descriptor that becomes readable when process `pid` exits (race-free against pid reuse).
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
+}
+
+/// Sends `sig` through a pidfd: never hits a recycled pid.
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    let sig = Signal::from_named_raw(sig).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("unknown signal {sig}"))
+    })?;
+    match rustix::process::pidfd_send_signal(pidfd, sig) {
+        // Already exited but not yet reaped: nothing to signal.
+        Err(rustix::io::Errno::SRCH) => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Reaps `pid` if it has exited; never blocks.
+pub fn try_wait(pid: Pid) -> io::Result<Option<WaitStatus>> {
+    match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
+        Ok(Some((_, status))) => Ok(Some(status)),
+        Ok(None) => Ok(None),
+        Err(rustix::io::Errno::INTR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that started it exits.
+pub fn set_parent_death_kill() -> io::Result<()> {
+    Ok(rustix::process::set_parent_process_death_signal(Some(
+        Signal::KILL,
+    ))?)
+}
+
+/// The parent's pid, or 0 when the parent is outside our pid namespace.
+pub fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+}
+
+/// Takes ownership of descriptor `fd`, which the spawner placed in this process.
+///
+/// Returns `None` when `fd` is not an open socket: then we were not started by mp.
+pub fn adopt_inherited_socket(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: `fd` is borrowed only for the duration of `fstat`; the kernel validates it, so a
+    // closed number is an EBADF error, not undefined behaviour.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let stat = rustix::fs::fstat(borrowed).ok()?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return None;
+    }
+    // SAFETY: the spawner dup2'ed our end of the socket pair to `fd` and nothing else in this
+    // process knows the number (it came from our own environment marker), so we are its only
+    // owner.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes the child markers from our environment, so programs a worker starts do not
+/// mistake themselves for mp children.
+pub fn remove_env(keys: &[&str]) {
+    for k in keys {
+        // SAFETY: called once from `mp::init()` in a freshly started child, before the worker
+        // code runs and before mp starts any thread; nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(k) };
+    }
+}
+
+/// Exits the process now, without unwinding: the last step of a child.
+pub fn exit(code: i32) -> ! {
+    std::process::exit(code)
+}
+
+/// Blocks until `pidfd` is readable (the process exited) or the deadline passes.
+pub fn wait_pidfd(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    wait_readable(pidfd, deadline)
+}

@@ -1,0 +1,435 @@
+//! Frames: the unit of every exchange between mp processes. See `README.md` beside this file.
+
+pub(crate) mod codec;
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::error::Error;
+use crate::sys;
+
+/// Bytes in a frame header: magic (2), version (1), kind (1), fd count (4), length (8).
+pub(crate) const HEADER_LEN: usize = 16;
+const MAGIC: [u8; 2] = *b"mp";
+const VERSION: u8 = 1;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    /// Parent to child: who you are and how to behave (`Setup`).
+    Setup = 1,
+    /// Parent to child: run a worker (`TaskHead` then the encoded arguments).
+    Task = 2,
+    /// Child to parent: a task's result (`ReplyHead` then the encoded output(s)).
+    Reply = 3,
+    /// Parent to child: finish and exit.
+    Shutdown = 4,
+    /// A value sent through a `Connection`.
+    Data = 16,
+    /// Raw bytes sent with `Connection::send_bytes`.
+    Bytes = 17,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Setup,
+            2 => Kind::Task,
+            3 => Kind::Reply,
+            4 => Kind::Shutdown,
+            16 => Kind::Data,
+            17 => Kind::Bytes,
+            _ => return None,
+        })
+    }
+}
+
+static MAX_FRAME: AtomicU64 = AtomicU64::new(1 << 30);
+
+/// The largest frame payload mp sends or accepts, in bytes (default 1 GiB, or
+/// `MP_MAX_FRAME_SIZE` from the environment).
+///
+/// # Examples
+///
+/// ```
+/// assert!(mp::max_frame_size() >= 1 << 20);
+/// ```
+pub fn max_frame_size() -> u64 {
+    MAX_FRAME.load(Ordering::Relaxed)
+}
+
+/// Sets the largest frame payload this process sends or accepts. A larger incoming frame is
+/// an `Error::Protocol` and is skipped, so the connection stays usable; a larger outgoing
+/// value is refused before anything is written.
+///
+/// # Examples
+///
+/// ```
+/// mp::set_max_frame_size(2 << 30);
+/// assert_eq!(mp::max_frame_size(), 2 << 30);
+/// ```
+pub fn set_max_frame_size(bytes: u64) {
+    MAX_FRAME.store(bytes, Ordering::Relaxed);
+}
+
+pub(crate) fn load_max_frame_from_env() {
+    if let Some(n) = std::env::var("MP_MAX_FRAME_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        set_max_frame_size(n);
+    }
+}
+
+/// A frame being built: header space first, then the payload appended by the encoder.
+pub(crate) struct OutFrame {
+    pub buf: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+    kind: Kind,
+}
+
+impl OutFrame {
+    pub fn new(kind: Kind) -> Self {
+        Self::with_capacity(kind, 64)
+    }
+
+    pub fn with_capacity(kind: Kind, cap: usize) -> Self {
+        let mut buf = Vec::with_capacity(HEADER_LEN + cap);
+        buf.resize(HEADER_LEN, 0);
+        OutFrame {
+            buf,
+            fds: Vec::new(),
+            kind,
+        }
+    }
+
+    /// Fills in the header; returns the bytes ready to write.
+    fn seal(&mut self) -> Result<(), Error> {
+        let len = (self.buf.len() - HEADER_LEN) as u64;
+        if len > max_frame_size() {
+            return Err(Error::Protocol(format!(
+                "a message of {len} bytes exceeds the frame limit of {} bytes; raise it with \
+                 mp::set_max_frame_size (or MP_MAX_FRAME_SIZE) in both processes, or send it in \
+                 parts",
+                max_frame_size()
+            )));
+        }
+        if self.fds.len() > sys::MAX_FDS_PER_FRAME {
+            return Err(Error::Protocol(format!(
+                "a message carries {} handles; at most {} fit in one frame",
+                self.fds.len(),
+                sys::MAX_FDS_PER_FRAME
+            )));
+        }
+        write_header(
+            &mut self.buf[..HEADER_LEN],
+            self.kind,
+            self.fds.len() as u32,
+            len,
+        );
+        Ok(())
+    }
+
+    /// Writes the frame to `fd`.
+    pub fn send(mut self, fd: BorrowedFd<'_>, what: &str) -> Result<(), Error> {
+        self.seal()?;
+        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(|f| f.as_fd()).collect();
+        sys::send_all(fd, &[&self.buf], &fds).map_err(|e| send_error(e, what))
+    }
+}
+
+/// Writes a frame whose payload is `payload` (not copied: header and payload go out in one
+/// vectored write).
+pub(crate) fn send_raw(
+    fd: BorrowedFd<'_>,
+    kind: Kind,
+    payload: &[u8],
+    what: &str,
+) -> Result<(), Error> {
+    let len = payload.len() as u64;
+    if len > max_frame_size() {
+        return Err(Error::Protocol(format!(
+            "a message of {len} bytes exceeds the frame limit of {} bytes; raise it with \
+             mp::set_max_frame_size (or MP_MAX_FRAME_SIZE) in both processes",
+            max_frame_size()
+        )));
+    }
+    let mut header = [0u8; HEADER_LEN];
+    write_header(&mut header, kind, 0, len);
+    sys::send_all(fd, &[&header, payload], &[]).map_err(|e| send_error(e, what))
+}
+
+fn write_header(h: &mut [u8], kind: Kind, nfds: u32, len: u64) {
+    h[0..2].copy_from_slice(&MAGIC);
+    h[2] = VERSION;
+    h[3] = kind as u8;
+    h[4..8].copy_from_slice(&nfds.to_le_bytes());
+    h[8..16].copy_from_slice(&len.to_le_bytes());
+}
+
+fn send_error(e: std::io::Error, what: &str) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+            Error::Disconnected {
+                what: what.to_string(),
+            }
+        }
+        _ => Error::io(format!("sending on {what}"), e),
+    }
+}
+
+/// A received frame.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub kind: Kind,
+    pub payload: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+struct Partial {
+    kind: Kind,
+    nfds: usize,
+    /// The announced payload length.
+    len: usize,
+    /// Bytes received so far; `payload[..got]` is valid, the rest is zeroed room.
+    got: usize,
+    payload: Vec<u8>,
+}
+
+impl Partial {
+    /// Makes room for at least `more` bytes (capped at the announced length), doubling so the
+    /// zeroing stays linear and a lying length never allocates more than twice what arrived.
+    fn reserve_zeroed(&mut self, more: usize) {
+        let want = (self.got + more).min(self.len);
+        if want > self.payload.len() {
+            let grown = (self.payload.len() * 2)
+                .max(READ_BUF)
+                .max(want)
+                .min(self.len);
+            self.payload.resize(grown, 0);
+        }
+    }
+}
+
+fn timeout(what: &str) -> Error {
+    Error::Timeout {
+        what: format!("receiving on {what}"),
+        after: Default::default(),
+    }
+}
+
+fn truncated(what: &str, got: usize, len: usize) -> Error {
+    Error::Protocol(format!(
+        "truncated frame on {what}: the peer closed after {got} of {len} payload bytes"
+    ))
+}
+
+/// Reads frames from a stream socket, keeping partial state so a timeout never loses bytes.
+pub(crate) struct FrameReader {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    fds: VecDeque<OwnedFd>,
+    partial: Option<Partial>,
+    /// Bytes of an oversized frame still to be skipped.
+    discard: u64,
+}
+
+const READ_BUF: usize = 64 * 1024;
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameReader {
+    pub fn new() -> Self {
+        FrameReader {
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            fds: VecDeque::new(),
+            partial: None,
+            discard: 0,
+        }
+    }
+
+    /// Whether a whole frame header is already buffered (so `poll` can answer without a
+    /// system call).
+    pub fn has_buffered(&self) -> bool {
+        self.end > self.start
+    }
+
+    /// Reads more bytes into the buffer. Ok(false) at end of stream.
+    fn fill(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+        what: &str,
+    ) -> Result<bool, Error> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if deadline.is_some()
+            && !sys::wait_readable(fd, deadline)
+                .map_err(|e| Error::io(format!("waiting on {what}"), e))?
+        {
+            return Err(timeout(what));
+        }
+        let n =
+            sys::recv_some(fd, &mut self.buf[self.end..], &mut self.fds).map_err(|e| {
+                match e.kind() {
+                    std::io::ErrorKind::ConnectionReset => Error::Disconnected {
+                        what: what.to_string(),
+                    },
+                    _ => Error::io(format!("receiving on {what}"), e),
+                }
+            })?;
+        self.end += n;
+        Ok(n > 0)
+    }
+
+    /// Reads one frame. `deadline` bounds the wait; a timeout keeps every byte read so far.
+    pub fn read(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+        what: &str,
+    ) -> Result<Frame, Error> {
+        loop {
+            // Skip the rest of an oversized frame first, so the stream stays in sync.
+            while self.discard > 0 {
+                let have = (self.end - self.start) as u64;
+                if have == 0 {
+                    if !self.fill(fd, deadline, what)? {
+                        return Err(Error::Disconnected {
+                            what: what.to_string(),
+                        });
+                    }
+                    continue;
+                }
+                let n = have.min(self.discard) as usize;
+                self.start += n;
+                self.discard -= n as u64;
+            }
+            if let Some(p) = &mut self.partial {
+                // Copy what is buffered, then read the rest straight into the payload.
+                let take = (p.len - p.got).min(self.end - self.start);
+                p.reserve_zeroed(take);
+                p.payload[p.got..p.got + take]
+                    .copy_from_slice(&self.buf[self.start..self.start + take]);
+                p.got += take;
+                self.start += take;
+                while p.got < p.len && p.len - p.got >= READ_BUF / 2 {
+                    if deadline.is_some()
+                        && !sys::wait_readable(fd, deadline)
+                            .map_err(|e| Error::io(format!("waiting on {what}"), e))?
+                    {
+                        return Err(timeout(what));
+                    }
+                    p.reserve_zeroed(1);
+                    let n = sys::recv_some(fd, &mut p.payload[p.got..], &mut self.fds)
+                        .map_err(|e| Error::io(format!("receiving on {what}"), e))?;
+                    if n == 0 {
+                        let (got, len) = (p.got, p.len);
+                        self.partial = None;
+                        return Err(truncated(what, got, len));
+                    }
+                    p.got += n;
+                }
+                if p.got == p.len {
+                    let mut p = self.partial.take().expect("partial frame present");
+                    p.payload.truncate(p.got);
+                    if self.fds.len() < p.nfds {
+                        return Err(Error::Protocol(format!(
+                            "a frame on {what} announced {} handles but {} arrived",
+                            p.nfds,
+                            self.fds.len()
+                        )));
+                    }
+                    let fds = self.fds.drain(..p.nfds).collect();
+                    return Ok(Frame {
+                        kind: p.kind,
+                        payload: p.payload,
+                        fds,
+                    });
+                }
+                let (got, len) = (p.got, p.len);
+                if !self.fill(fd, deadline, what)? {
+                    self.partial = None;
+                    return Err(truncated(what, got, len));
+                }
+                continue;
+            }
+            if self.end - self.start < HEADER_LEN {
+                let had = self.end - self.start;
+                if !self.fill(fd, deadline, what)? {
+                    if had == 0 {
+                        return Err(Error::Disconnected {
+                            what: what.to_string(),
+                        });
+                    }
+                    self.start = self.end;
+                    return Err(Error::Protocol(format!(
+                        "truncated frame on {what}: the peer closed after {had} header bytes"
+                    )));
+                }
+                continue;
+            }
+            let h = &self.buf[self.start..self.start + HEADER_LEN];
+            if h[0..2] != MAGIC || h[2] != VERSION {
+                // Nothing after a corrupt header can be trusted: drop the buffered bytes.
+                self.start = self.end;
+                return Err(Error::Protocol(format!(
+                    "malformed frame on {what}: bad magic/version {:02x?} (is something other \
+                     than mp writing to this socket?)",
+                    &h[0..3]
+                )));
+            }
+            let kind_byte = h[3];
+            let nfds = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes")) as usize;
+            let len = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+            self.start += HEADER_LEN;
+            // Descriptors arrived with the header bytes; a bad frame still owns them.
+            let max = max_frame_size();
+            let Some(kind) = Kind::from_u8(kind_byte) else {
+                self.discard = len;
+                self.drop_fds(nfds);
+                return Err(Error::Protocol(format!(
+                    "unknown frame kind {kind_byte} on {what}"
+                )));
+            };
+            if len > max {
+                self.discard = len;
+                self.drop_fds(nfds);
+                return Err(Error::Protocol(format!(
+                    "a frame of {len} bytes on {what} exceeds the limit of {max} bytes and was \
+                     skipped; raise it with mp::set_max_frame_size (or MP_MAX_FRAME_SIZE)"
+                )));
+            }
+            let len = len as usize;
+            // Grow as bytes arrive: a lying length never allocates more than is received.
+            self.partial = Some(Partial {
+                kind,
+                nfds,
+                len,
+                got: 0,
+                payload: Vec::new(),
+            });
+        }
+    }
+
+    fn drop_fds(&mut self, n: usize) {
+        let n = n.min(self.fds.len());
+        self.fds.drain(..n);
+    }
+}
