@@ -27,6 +27,12 @@ impl Errors {
         self.push(syn::Error::new(span, msg));
     }
 
+    /// Like [`Errors::add`], but underlines all of `tokens` rather than their first token
+    /// (on stable, `Spanned::span` cannot join spans and returns only the first one).
+    pub fn add_spanned(&mut self, tokens: impl quote::ToTokens, msg: impl std::fmt::Display) {
+        self.push(syn::Error::new_spanned(tokens, msg));
+    }
+
     pub fn into_tokens(self) -> Option<TokenStream> {
         self.0.map(|e| e.to_compile_error())
     }
@@ -37,11 +43,13 @@ pub fn parse(attr: TokenStream, allowed: &[&str], errors: &mut Errors) -> Option
         krate: syn::parse_quote!(::mp),
         name: None,
     };
-    let list = match Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(attr) {
+    let list = match Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(attr.clone()) {
         Ok(l) => l,
-        Err(e) => {
-            errors.add(
-                e.span(),
+        Err(_) => {
+            // syn's own error often sits at the end of the input, which is the whole attribute:
+            // underline the options instead.
+            errors.add_spanned(
+                &attr,
                 format!(
                     "expected `key = \"value\"` options ({})",
                     allowed.join(", ")

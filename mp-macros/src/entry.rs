@@ -32,14 +32,14 @@ fn parse(
         );
     }
     if !func.sig.inputs.is_empty() {
-        errors.add(
-            func.sig.inputs.span(),
+        errors.add_spanned(
+            &func.sig.inputs,
             format!("#[mp::{which}] functions take no arguments"),
         );
     }
     if !func.sig.generics.params.is_empty() {
-        errors.add(
-            func.sig.generics.span(),
+        errors.add_spanned(
+            &func.sig.generics,
             format!("#[mp::{which}] functions cannot be generic"),
         );
     }

@@ -1,10 +1,10 @@
 //! `#[mp::worker]`: a free function becomes a unit struct implementing `mp::Worker`, derefing
 //! to the plain function, registered by name for re-executed children.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Delimiter, Group, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, ReturnType, Type};
+use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
 
 use crate::args::{self, Errors};
 
@@ -34,12 +34,13 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 fn check(f: &ItemFn, errors: &mut Errors) {
     let sig = &f.sig;
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.add(
-            sig.generics.span(),
-            "a #[mp::worker] cannot be generic: a child finds the function by name, so each \
-             worker needs concrete types; write one worker per type",
-        );
+    // `Generics` prints only `<…>`: point at the where clause when that is all there is.
+    let generic_msg = "a #[mp::worker] cannot be generic: a child finds the function by name, so \
+                       each worker needs concrete types; write one worker per type";
+    if !sig.generics.params.is_empty() {
+        errors.add_spanned(&sig.generics, generic_msg);
+    } else if let Some(w) = &sig.generics.where_clause {
+        errors.add_spanned(w, generic_msg);
     }
     if let Some(a) = &sig.asyncness {
         errors.add(
@@ -62,15 +63,17 @@ fn check(f: &ItemFn, errors: &mut Errors) {
     }
     let n = sig.inputs.len();
     if n > MAX_ARGS {
-        errors.add(
-            sig.inputs.span(),
+        // Point at the arguments past the limit.
+        let extra: Vec<_> = sig.inputs.iter().skip(MAX_ARGS).collect();
+        errors.add_spanned(
+            quote!(#(#extra),*),
             format!("a #[mp::worker] takes at most {MAX_ARGS} arguments ({n} given); group them in a struct"),
         );
     }
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(r) => errors.add(
-                r.span(),
+            FnArg::Receiver(r) => errors.add_spanned(
+                r,
                 "a #[mp::worker] cannot take `self`: workers are free functions (a method cannot \
                  be found by name in another process)",
             ),
@@ -84,24 +87,37 @@ fn check(f: &ItemFn, errors: &mut Errors) {
 
 fn check_type(ty: &Type, errors: &mut Errors, what: &str) {
     match ty {
-        Type::Reference(r) => errors.add(
-            r.span(),
+        Type::Reference(r) => errors.add_spanned(
+            r,
             format!(
                 "a #[mp::worker] {what} must be owned, not a reference: values are copied to \
                  another process (use String for &str, Vec<T> for &[T], T for &T)"
             ),
         ),
-        Type::ImplTrait(i) => errors.add(
-            i.span(),
+        Type::ImplTrait(i) => errors.add_spanned(
+            i,
             format!("a #[mp::worker] {what} cannot be `impl Trait`: name a concrete type"),
         ),
-        Type::Ptr(p) => errors.add(
-            p.span(),
+        Type::Ptr(p) => errors.add_spanned(
+            p,
             format!("a #[mp::worker] {what} cannot be a raw pointer: addresses mean nothing in another process"),
         ),
         Type::Tuple(t) => t.elems.iter().for_each(|e| check_type(e, errors, what)),
         Type::Paren(p) => check_type(&p.elem, errors, what),
         Type::Array(a) => check_type(&a.elem, errors, what),
+        // A reference nested in a type's generic arguments (`Vec<&str>`) would otherwise fail
+        // later with lifetime errors about the generated `Worker` impl.
+        Type::Path(p) => {
+            for seg in &p.path.segments {
+                if let PathArguments::AngleBracketed(a) = &seg.arguments {
+                    for arg in &a.args {
+                        if let GenericArgument::Type(t) = arg {
+                            check_type(t, errors, what);
+                        }
+                    }
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -135,7 +151,13 @@ fn generate(func: ItemFn, opts: args::Options) -> TokenStream {
     };
     let args_ty = match tys.len() {
         1 => quote!(#(#tys)*),
-        _ => quote!((#(#tys,)*)),
+        _ => {
+            // Span the tuple's parentheses at the parameter list, so that the `Worker::Args`
+            // bound errors of a non-serde argument point there, not at the attribute.
+            let mut tuple = Group::new(Delimiter::Parenthesis, quote!(#(#tys,)*));
+            tuple.set_span(sig.paren_token.span.join());
+            quote!(#tuple)
+        }
     };
     let args_pat = match names.len() {
         1 => quote!(#(#names)*),
@@ -150,14 +172,20 @@ fn generate(func: ItemFn, opts: args::Options) -> TokenStream {
             ::core::stringify!(#ident)
         )),
     };
-    // One check per type, spanned at the type, so a non-serde type is reported where written.
+    // One check per type, spanned at the type, so a non-serde type is reported where written
+    // with `Transferable`'s message. The check sits in an array length, which the compiler
+    // evaluates while checking item signatures: its error then comes before the generic serde
+    // errors of the `Worker` impl's `Args`/`Output` bounds, not after them.
     let checks = tys
         .iter()
         .map(|t| (*t).clone())
         .chain(std::iter::once(output.clone()))
         .map(|t| {
             quote_spanned! {t.span()=>
-                const _: () = #krate::__private::assert_transferable::<#t>();
+                const _: [(); {
+                    #krate::__private::assert_transferable::<#t>();
+                    0
+                }] = [];
             }
         });
     let mut impl_sig = sig.clone();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CodecDirection, Error};
 use crate::registry;
-use crate::spawn::{self, CHILD_FD, ENV_FD, ENV_PARENT};
+use crate::spawn::{self, CHILD_FD, ENV_FD, ENV_PARENT, ENV_STDOUT, STDOUT_FD};
 use crate::sys;
 use crate::wire::{self, FrameReader, Kind, OutFrame, codec};
 
@@ -202,7 +202,12 @@ fn child_main() -> ! {
     if sys::parent_pid() != parent {
         sys::exit(0);
     }
-    sys::remove_env(&[ENV_FD, ENV_PARENT]);
+    if std::env::var_os(ENV_STDOUT).is_some() {
+        if let Some(out) = sys::adopt_inherited(STDOUT_FD) {
+            let _ = sys::redirect_stdout(out.as_fd());
+        }
+    }
+    sys::remove_env(&[ENV_FD, ENV_PARENT, ENV_STDOUT]);
     let Some(sock) = sys::adopt_inherited_socket(CHILD_FD) else {
         eprintln!("mp: {ENV_FD} is set but descriptor {CHILD_FD} is not mp's socket; exiting");
         sys::exit(2);
@@ -248,9 +253,23 @@ fn serve(sock: OwnedFd) -> i32 {
         };
         match frame.kind {
             Kind::Task => {
-                let (reply, panicked) = run_task(&frame.payload, frame.fds);
-                if let Err(e) = reply.send(sock.as_fd(), what) {
-                    return fatal(&e);
+                let (id, reply, panicked) = run_task(&frame.payload, frame.fds);
+                match reply.send(sock.as_fd(), what) {
+                    Ok(()) => {}
+                    // A result over the frame limit: tell the parent instead of vanishing.
+                    Err(Error::Protocol(message)) => {
+                        let mut out = OutFrame::new(Kind::Reply);
+                        let head = ReplyHead {
+                            id,
+                            failure: Some(Failure::Other { message }),
+                        };
+                        let sent = codec::encode_into(&head, &mut out.buf)
+                            .and_then(|()| out.send(sock.as_fd(), what));
+                        if let Err(e) = sent {
+                            return fatal(&e);
+                        }
+                    }
+                    Err(e) => return fatal(&e),
                 }
                 if one_shot {
                     return i32::from(panicked);
@@ -271,75 +290,64 @@ fn fatal(e: &Error) -> i32 {
     70
 }
 
-/// Runs one task frame and builds its reply. The bool is true when the worker panicked.
-pub(crate) fn run_task(payload: &[u8], fds: Vec<OwnedFd>) -> (OutFrame, bool) {
-    let mut out = OutFrame::new(Kind::Reply);
-    let (head, args) = match codec::decode_prefix::<TaskHead<'_>>(payload) {
-        Ok(v) => v,
-        Err(e) => {
-            let head = ReplyHead {
-                id: 0,
-                failure: Some(Failure::from_error(e)),
-            };
-            let _ = codec::encode_into(&head, &mut out.buf);
-            return (out, false);
-        }
+/// Runs one task frame and builds its reply: `(task id, reply, whether the worker panicked)`.
+pub(crate) fn run_task(payload: &[u8], fds: Vec<OwnedFd>) -> (u64, OutFrame, bool) {
+    let (id, outcome) = match codec::decode_prefix::<TaskHead<'_>>(payload) {
+        Ok((head, args)) => (head.id, call(head.id, &head.worker, args, fds)),
+        Err(e) => (0, Err(Failure::from_error(e))),
     };
-    let ok_head = ReplyHead {
-        id: head.id,
-        failure: None,
-    };
-    codec::encode_into(&ok_head, &mut out.buf).expect("a reply header always encodes");
-    let header_end = out.buf.len();
-    let result = registry::lookup(&head.worker).and_then(|entry| {
-        let (r, out_fds) = codec::collecting_fds(|| {
-            codec::with_fds(fds, || {
-                PANIC.with(|p| *p.borrow_mut() = None);
-                IN_TASK.with(|t| t.set(true));
-                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    (entry.dispatch)(args, &mut out.buf)
-                }));
-                IN_TASK.with(|t| t.set(false));
-                r
-            })
-        });
-        out.fds = out_fds;
-        Ok(r)
-    });
-    let failure = match result {
-        Ok(Ok(Ok(()))) => return (out, false),
-        Ok(Ok(Err(e))) | Err(e) => Failure::from_error(e),
-        Ok(Err(payload)) => {
-            let (message, location, backtrace) = PANIC
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_else(|| (panic_message(payload.as_ref()), None, None));
+    match outcome {
+        Ok(reply) => (id, reply, false),
+        Err(failure) => {
+            let panicked = matches!(failure, Failure::Panic { .. });
             let mut out = OutFrame::new(Kind::Reply);
             let head = ReplyHead {
-                id: head.id,
-                failure: Some(Failure::Panic {
-                    message,
-                    location,
-                    backtrace,
-                }),
+                id,
+                failure: Some(failure),
             };
-            let _ = codec::encode_into(&head, &mut out.buf);
-            return (out, true);
+            codec::encode_into(&head, &mut out.buf).expect("a failure always encodes");
+            (id, out, panicked)
         }
-    };
-    out.buf.truncate(header_end);
-    out.fds.clear();
+    }
+}
+
+/// Calls worker `name` on encoded `args`; the reply frame holds the encoded output.
+fn call(id: u64, name: &str, args: &[u8], fds: Vec<OwnedFd>) -> Result<OutFrame, Failure> {
+    let entry = registry::lookup(name).map_err(Failure::from_error)?;
     let mut out = OutFrame::new(Kind::Reply);
-    let head = ReplyHead {
-        id: head.id,
-        failure: Some(failure),
-    };
-    let _ = codec::encode_into(&head, &mut out.buf);
-    (out, false)
+    codec::encode_into(&ReplyHead { id, failure: None }, &mut out.buf)
+        .map_err(Failure::from_error)?;
+    let (result, out_fds) = codec::collecting_fds(|| {
+        codec::with_fds(fds, || {
+            IN_TASK.with(|t| t.set(true));
+            let r =
+                std::panic::catch_unwind(AssertUnwindSafe(|| (entry.dispatch)(args, &mut out.buf)));
+            IN_TASK.with(|t| t.set(false));
+            r
+        })
+    });
+    match result {
+        Ok(Ok(())) => {
+            out.fds = out_fds;
+            Ok(out)
+        }
+        Ok(Err(e)) => Err(Failure::from_error(e)),
+        Err(payload) => {
+            Err(PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| Failure::Panic {
+                    message: panic_message(payload.as_ref()),
+                    location: None,
+                    backtrace: None,
+                }))
+        }
+    }
 }
 
 thread_local! {
     static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static PANIC: RefCell<Option<(String, Option<String>, Option<String>)>> = const { RefCell::new(None) };
+    // What the panic hook saw (message, location, backtrace) for the task on this thread.
+    static PANIC: RefCell<Option<Failure>> = const { RefCell::new(None) };
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -362,7 +370,13 @@ fn install_panic_hook() {
             let bt = std::backtrace::Backtrace::capture();
             let backtrace =
                 (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| bt.to_string());
-            PANIC.with(|p| *p.borrow_mut() = Some((message, location, backtrace)));
+            PANIC.with(|p| {
+                *p.borrow_mut() = Some(Failure::Panic {
+                    message,
+                    location,
+                    backtrace,
+                })
+            });
         } else {
             default(info);
         }

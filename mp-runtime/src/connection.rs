@@ -149,6 +149,14 @@ impl Pipe {
     }
 }
 
+impl<T> From<std::os::unix::net::UnixStream> for Connection<T> {
+    /// Wraps a connected Unix stream socket whose peer speaks mp frames (another
+    /// `Connection`).
+    fn from(s: std::os::unix::net::UnixStream) -> Self {
+        Connection::from_fd(OwnedFd::from(s), true, true)
+    }
+}
+
 impl<T> Connection<T> {
     fn from_fd(fd: OwnedFd, readable: bool, writable: bool) -> Self {
         Connection {
@@ -180,6 +188,28 @@ impl<T> Connection<T> {
     /// the peer sees `Disconnected` once every copy of this end is closed.
     pub fn close(&mut self) {
         self.inner = None;
+    }
+
+    /// Sets the largest message this end accepts (default: [`max_frame_size`](crate::max_frame_size)).
+    /// A larger incoming message is skipped and reported as `Error::Protocol`; the
+    /// connection stays usable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = mp::Pipe::new::<Vec<u8>>().unwrap();
+    /// b.set_max_message_size(16).unwrap();
+    /// a.send(vec![0; 100]).unwrap();
+    /// a.send(vec![1]).unwrap();
+    /// assert!(matches!(b.recv(), Err(mp::Error::Protocol(_))));
+    /// assert_eq!(b.recv().unwrap(), vec![1]);
+    /// ```
+    pub fn set_max_message_size(&self, bytes: u64) -> Result<(), Error> {
+        let inner = self.inner.as_ref().ok_or(Error::Closed {
+            what: "this Connection",
+        })?;
+        inner.reader.lock().unwrap_or_else(|p| p.into_inner()).limit = Some(bytes);
+        Ok(())
     }
 
     /// Whether [`close`](Self::close) was called.

@@ -3,7 +3,7 @@
 //! first used from a short-lived thread must not lose its workers).
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Sender, SyncSender, sync_channel};
@@ -19,8 +19,13 @@ use crate::sys;
 pub(crate) const ENV_FD: &str = "MP_CHILD_FD";
 /// Environment marker: the pid of the process that started the child.
 pub(crate) const ENV_PARENT: &str = "MP_PARENT_PID";
+/// Environment marker (test binaries only): where the child finds the real stdout.
+pub(crate) const ENV_STDOUT: &str = "MP_CHILD_STDOUT_FD";
 /// Where the child finds its socket.
 pub(crate) const CHILD_FD: i32 = 3;
+/// Where a re-run test binary finds the real stdout: libtest's own "running 1 test" header
+/// goes to /dev/null, then `init()` puts this back on descriptor 1 for the worker's prints.
+pub(crate) const STDOUT_FD: i32 = 4;
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 static TEST_NAME: OnceLock<String> = OnceLock::new();
@@ -37,6 +42,7 @@ struct Request {
     args: Vec<CString>,
     env: Vec<CString>,
     ipc: OwnedFd,
+    quiet_stdout: bool,
     reply: SyncSender<std::io::Result<Pid>>,
 }
 
@@ -54,14 +60,14 @@ fn spawner() -> Result<&'static Sender<Request>, Error> {
                     // signal is tied to it.
                     for req in rx {
                         let r = match &devnull {
-                            Ok(null) => sys::spawn(
-                                &exe,
-                                &req.args,
-                                &req.env,
-                                req.ipc.as_fd(),
-                                CHILD_FD,
-                                null.as_fd(),
-                            ),
+                            Ok(null) => {
+                                let null = null.as_raw_fd();
+                                let mut dup2s = vec![(req.ipc.as_raw_fd(), CHILD_FD), (null, 0)];
+                                if req.quiet_stdout {
+                                    dup2s.extend([(1, STDOUT_FD), (null, 1)]);
+                                }
+                                sys::spawn(&exe, &req.args, &req.env, &dup2s)
+                            }
                             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
                         };
                         drop(req.ipc);
@@ -171,7 +177,7 @@ pub(crate) fn spawn_child() -> Result<(Child, OwnedFd), Error> {
         }
     }
     let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| k != ENV_FD && k != ENV_PARENT)
+        .filter(|(k, _)| k != ENV_FD && k != ENV_PARENT && k != ENV_STDOUT)
         .filter_map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
@@ -181,6 +187,10 @@ pub(crate) fn spawn_child() -> Result<(Child, OwnedFd), Error> {
         .collect();
     env.push(CString::new(format!("{ENV_FD}={CHILD_FD}")).expect("no NUL"));
     env.push(CString::new(format!("{ENV_PARENT}={}", std::process::id())).expect("no NUL"));
+    let quiet_stdout = TEST_NAME.get().is_some();
+    if quiet_stdout {
+        env.push(CString::new(format!("{ENV_STDOUT}={STDOUT_FD}")).expect("no NUL"));
+    }
 
     let (reply, rx) = sync_channel(1);
     spawner()?
@@ -188,6 +198,7 @@ pub(crate) fn spawn_child() -> Result<(Child, OwnedFd), Error> {
             args,
             env,
             ipc: theirs,
+            quiet_stdout,
             reply,
         })
         .map_err(|_| Error::invalid("the mp spawner thread is gone"))?;

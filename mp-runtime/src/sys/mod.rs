@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -145,34 +145,38 @@ pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Starts `path` with `args` and `env` on the posix_spawn path (vfork+exec, no copy of the
-/// parent's page tables), with `ipc` placed at descriptor `target` and stdin on /dev/null.
+/// parent's page tables). `dup2s` are applied in order in the child, as `(from, to)`.
 pub fn spawn(
     path: &CString,
     args: &[CString],
     env: &[CString],
-    ipc: BorrowedFd<'_>,
-    target: RawFd,
-    stdin: BorrowedFd<'_>,
+    dup2s: &[(RawFd, RawFd)],
 ) -> io::Result<Pid> {
     use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
-    use std::os::fd::AsRawFd;
-    // dup2 onto the same number would keep CLOEXEC: the caller guarantees ipc >= 10 > target.
-    debug_assert_ne!(ipc.as_raw_fd(), target);
     let mut actions = PosixSpawnFileActions::init()?;
-    actions.add_dup2(ipc.as_raw_fd(), target)?;
-    actions.add_dup2(stdin.as_raw_fd(), 0)?;
+    for &(from, to) in dup2s {
+        // dup2 onto the same number would keep close-on-exec: callers keep sources >= 10.
+        debug_assert_ne!(from, to);
+        actions.add_dup2(from, to)?;
+    }
     let attr = PosixSpawnAttr::init()?;
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, args, env)?;
     Pid::from_raw(pid.as_raw()).ok_or_else(|| io::Error::other("posix_spawn returned pid 0"))
 }
 
-/// Opens /dev/null for reading (close-on-exec).
+/// Opens /dev/null for reading and writing, close-on-exec, at descriptor 10 or above.
 pub fn dev_null() -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(
+    let fd = rustix::fs::open(
         "/dev/null",
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
-    )?)
+    )?;
+    dup_cloexec_min(fd.as_fd(), 10)
+}
+
+/// Points standard output at `fd` (then `fd` may be closed).
+pub fn redirect_stdout(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::stdio::dup2_stdout(fd)?)
 }
 
 /// A descriptor that becomes readable when process `pid` exits (race-free against pid reuse).
@@ -228,6 +232,16 @@ pub fn adopt_inherited_socket(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: the spawner dup2'ed our end of the socket pair to `fd` and nothing else in this
     // process knows the number (it came from our own environment marker), so we are its only
     // owner.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes ownership of inherited descriptor `fd`, whatever it is, if it is open.
+pub fn adopt_inherited(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: borrowed only for `fcntl`, which the kernel validates (EBADF if closed).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed).ok()?;
+    // SAFETY: the spawner placed this descriptor for us, and its number came from our own
+    // environment marker: nothing else in this process owns it.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

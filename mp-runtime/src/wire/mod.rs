@@ -236,6 +236,8 @@ pub(crate) struct FrameReader {
     partial: Option<Partial>,
     /// Bytes of an oversized frame still to be skipped.
     discard: u64,
+    /// Overrides the process-wide frame limit for this reader.
+    pub limit: Option<u64>,
 }
 
 const READ_BUF: usize = 64 * 1024;
@@ -255,6 +257,7 @@ impl FrameReader {
             fds: VecDeque::new(),
             partial: None,
             discard: 0,
+            limit: None,
         }
     }
 
@@ -400,7 +403,7 @@ impl FrameReader {
             let len = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
             self.start += HEADER_LEN;
             // Descriptors arrived with the header bytes; a bad frame still owns them.
-            let max = max_frame_size();
+            let max = self.limit.unwrap_or_else(max_frame_size);
             let Some(kind) = Kind::from_u8(kind_byte) else {
                 self.discard = len;
                 self.drop_fds(nfds);
@@ -413,7 +416,8 @@ impl FrameReader {
                 self.drop_fds(nfds);
                 return Err(Error::Protocol(format!(
                     "a frame of {len} bytes on {what} exceeds the limit of {max} bytes and was \
-                     skipped; raise it with mp::set_max_frame_size (or MP_MAX_FRAME_SIZE)"
+                     skipped; raise the limit (Connection::set_max_message_size, \
+                     mp::set_max_frame_size or MP_MAX_FRAME_SIZE)"
                 )));
             }
             let len = len as usize;

@@ -1,0 +1,208 @@
+//! Whole-program behaviour: what happens at exit, when the parent is SIGKILLed, without
+//! `init()`, and that nothing leaks. This binary is its own driver and its own scenarios.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mp::{Error, Process};
+
+#[mp::worker]
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[mp::worker]
+fn touch_after(path: String, ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::fs::write(path, b"done").unwrap();
+}
+
+#[mp::worker]
+fn panics() {
+    panic!("with a backtrace")
+}
+
+#[mp::worker]
+fn echo_once(c: mp::Connection<u32>) -> u32 {
+    let v = c.recv().unwrap();
+    c.send(v + 1).unwrap();
+    v
+}
+
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+    }
+}
+
+fn wait_gone(pid: u32, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if is_gone(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn scenario(name: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.arg(name);
+    c
+}
+
+fn read_pids(line: &str) -> Vec<u32> {
+    line.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+#[mp::main]
+fn main() {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("scenario-exit") => {
+            let marker = args.next().unwrap();
+            let mut d = Process::new(sleep_ms, 60_000).daemon(true);
+            let mut n = Process::new(touch_after, (marker, 500));
+            d.start().unwrap();
+            n.start().unwrap();
+            println!("{} {}", d.pid().unwrap(), n.pid().unwrap());
+            std::mem::forget((d, n)); // leave them to the exit hook, as a script would
+        }
+        Some("scenario-orphan") => {
+            let mut p = Process::new(sleep_ms, 60_000);
+            p.start().unwrap();
+            println!("{}", p.pid().unwrap());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        Some("scenario-backtrace") => {
+            let mut p = Process::new(panics, ());
+            p.start().unwrap();
+            match p.join() {
+                Err(Error::Panic {
+                    backtrace: Some(bt),
+                    message,
+                    ..
+                }) => {
+                    assert_eq!(message, "with a backtrace");
+                    assert!(bt.contains("panics"), "{bt}");
+                }
+                other => panic!("expected a panic with a backtrace, got {other:?}"),
+            }
+        }
+        Some(other) => panic!("unknown scenario {other}"),
+        None => driver(),
+    }
+}
+
+fn driver() {
+    daemons_are_terminated_and_others_joined_at_exit();
+    a_sigkilled_parent_leaves_no_child();
+    backtrace_when_rust_backtrace_is_set();
+    no_descriptor_or_zombie_is_left();
+    println!("lifecycle: ok");
+}
+
+fn daemons_are_terminated_and_others_joined_at_exit() {
+    let dir = std::env::temp_dir().join(format!("mp-lifecycle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("non-daemon-finished");
+    let t0 = Instant::now();
+    let out = scenario("scenario-exit").arg(&marker).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pids = read_pids(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(pids.len(), 2, "{out:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "exited before joining the non-daemon child"
+    );
+    assert!(
+        marker.exists(),
+        "the non-daemon child was not allowed to finish"
+    );
+    assert!(
+        wait_gone(pids[0], Duration::from_secs(2)),
+        "daemon child {} survived its parent",
+        pids[0]
+    );
+    assert!(wait_gone(pids[1], Duration::from_secs(2)));
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!("  daemons terminated, non-daemons joined at exit");
+}
+
+fn a_sigkilled_parent_leaves_no_child() {
+    let mut parent = scenario("scenario-orphan")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child = read_pids(&line)[0];
+    assert!(!is_gone(child));
+    parent.kill().unwrap(); // SIGKILL: no exit hook runs
+    parent.wait().unwrap();
+    assert!(
+        wait_gone(child, Duration::from_secs(3)),
+        "child {child} outlived its SIGKILLed parent"
+    );
+    println!("  a SIGKILLed parent leaves no child");
+}
+
+fn backtrace_when_rust_backtrace_is_set() {
+    let out = scenario("scenario-backtrace")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("  panics carry the child's backtrace under RUST_BACKTRACE");
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn children_of_self() -> String {
+    let mut all = String::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap() {
+        let p = t.unwrap().path().join("children");
+        all.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+    }
+    all.trim().to_string()
+}
+
+fn no_descriptor_or_zombie_is_left() {
+    // Warm up the spawner thread and its /dev/null, which live for the whole process.
+    let mut p = Process::new(sleep_ms, 0);
+    p.start().unwrap();
+    p.join().unwrap();
+    let before = open_fds();
+    for i in 0..20 {
+        let (ours, theirs) = mp::Pipe::new::<u32>().unwrap();
+        let mut p = Process::new(echo_once, theirs);
+        p.start().unwrap();
+        ours.send(i).unwrap();
+        assert_eq!(ours.recv().unwrap(), i + 1);
+        assert_eq!(p.join().unwrap(), i);
+        let mut k = Process::new(sleep_ms, 60_000);
+        k.start().unwrap();
+        k.kill().unwrap();
+        assert!(k.join().is_err());
+    }
+    assert_eq!(open_fds(), before, "descriptors leaked");
+    assert_eq!(children_of_self(), "", "children (or zombies) left behind");
+    println!("  no descriptor or zombie left after 40 processes");
+}

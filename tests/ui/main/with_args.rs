@@ -1,0 +1,4 @@
+#[mp::main]
+fn main(args: Vec<String>) {
+    let _ = args;
+}

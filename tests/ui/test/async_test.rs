@@ -1,0 +1,4 @@
+#[mp::test]
+async fn spawns_a_child() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[mp::worker]
+fn identity<T>(x: T) -> T {
+    x
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[mp::worker]
+fn count(words: Vec<&str>) -> usize {
+    words.len()
+}
+
+fn main() {}

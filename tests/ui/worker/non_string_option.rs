@@ -1,0 +1,6 @@
+#[mp::worker(name = 42)]
+fn square(x: i32) -> i32 {
+    x * x
+}
+
+fn main() {}
