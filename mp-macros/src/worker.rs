@@ -228,7 +228,7 @@ fn generate(func: ItemFn, opts: args::Options) -> TokenStream {
             }
 
             fn #dispatch_ident(
-                args: &[u8],
+                args: &mut &[u8],
                 out: &mut ::std::vec::Vec<u8>,
             ) -> ::core::result::Result<(), #krate::Error> {
                 #krate::__private::dispatch(#ident, args, out)

@@ -6,9 +6,10 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +29,19 @@ pub(crate) struct Setup {
     pub daemon: bool,
     /// Exit after answering one task (a `Process`), instead of serving until shut down.
     pub one_shot: bool,
+    /// A worker (name, encoded arguments) run once before the first task (a pool's
+    /// `initializer`).
+    pub initializer: Option<(String, Vec<u8>)>,
+    /// Address-space limit in bytes (RLIMIT_AS), set before any task runs.
+    pub max_memory: Option<u64>,
 }
+
+/// Task id of the reply a pool worker sends when its initializer failed.
+pub(crate) const INIT_FAILED: u64 = u64::MAX;
+
+/// How often a worker running a chunk reports the items it finished, so a crash or timeout
+/// loses at most this much work and the parent knows which item is running.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Header of a `Task` frame; the encoded arguments follow.
 #[derive(Serialize, Deserialize, Debug)]
@@ -36,6 +49,9 @@ pub(crate) struct TaskHead<'a> {
     pub id: u64,
     #[serde(borrow)]
     pub worker: Cow<'a, str>,
+    /// 0: one call, answered with one output. n > 0: a chunk of n argument sets, answered by
+    /// `Reply` frames with `part` set, each holding the next items' outcomes.
+    pub items: u32,
 }
 
 /// Header of a `Reply` frame; on success the encoded output follows.
@@ -43,6 +59,19 @@ pub(crate) struct TaskHead<'a> {
 pub(crate) struct ReplyHead {
     pub id: u64,
     pub failure: Option<Failure>,
+    /// For chunks: which items this frame answers.
+    pub part: Option<Part>,
+}
+
+/// The items of a chunk a `Reply` answers. The payload holds `count` entries, each a tag
+/// byte (0 = output, 1 = `Failure`), a u32 LE length and that many bytes.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+pub(crate) struct Part {
+    /// Index within the chunk of the first item answered.
+    pub start: u32,
+    pub count: u32,
+    /// Whether this is the chunk's last reply.
+    pub last: bool,
 }
 
 /// Why a task produced no value.
@@ -67,6 +96,24 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    fn clone_for_item(&self) -> Failure {
+        match self {
+            Failure::UnknownWorker { name } => Failure::UnknownWorker { name: name.clone() },
+            Failure::Codec {
+                type_name,
+                encode,
+                message,
+            } => Failure::Codec {
+                type_name: type_name.clone(),
+                encode: *encode,
+                message: message.clone(),
+            },
+            other => Failure::Other {
+                message: format!("{other:?}"),
+            },
+        }
+    }
+
     pub fn into_error(self, worker: &str) -> Error {
         match self {
             Failure::Panic {
@@ -240,6 +287,33 @@ fn serve(sock: OwnedFd) -> i32 {
     };
     let one_shot = setup.one_shot;
     let parent_name = setup.parent_name;
+    if let Some(bytes) = setup.max_memory {
+        let lim = rustix::process::Rlimit {
+            current: Some(bytes),
+            maximum: Some(bytes),
+        };
+        if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::As, lim) {
+            eprintln!(
+                "mp child {}: cannot set the memory limit: {e}",
+                std::process::id()
+            );
+        }
+    }
+    if let Some((name, args)) = &setup.initializer {
+        let mut args = args.as_slice();
+        if let Err(failure) = call(INIT_FAILED, name, &mut args, Vec::new()) {
+            // Tell the pool why this worker cannot serve, then leave.
+            let mut out = OutFrame::new(Kind::Reply);
+            let head = ReplyHead {
+                id: INIT_FAILED,
+                failure: Some(failure),
+                part: None,
+            };
+            let _ =
+                codec::encode_into(&head, &mut out.buf).and_then(|()| out.send(sock.as_fd(), what));
+            return 3;
+        }
+    }
     let _ = IDENTITY.set(Identity {
         name: setup.name,
         parent: Some((parent_name, sys::parent_pid())),
@@ -252,6 +326,11 @@ fn serve(sock: OwnedFd) -> i32 {
             Err(e) => return fatal(&e),
         };
         match frame.kind {
+            Kind::Task if is_chunk(&frame.payload) => {
+                if let Err(e) = run_chunk(sock.as_fd(), &frame.payload, what) {
+                    return fatal(&e);
+                }
+            }
             Kind::Task => {
                 let (id, reply, panicked) = run_task(&frame.payload, frame.fds);
                 match reply.send(sock.as_fd(), what) {
@@ -262,6 +341,7 @@ fn serve(sock: OwnedFd) -> i32 {
                         let head = ReplyHead {
                             id,
                             failure: Some(Failure::Other { message }),
+                            part: None,
                         };
                         let sent = codec::encode_into(&head, &mut out.buf)
                             .and_then(|()| out.send(sock.as_fd(), what));
@@ -293,7 +373,7 @@ fn fatal(e: &Error) -> i32 {
 /// Runs one task frame and builds its reply: `(task id, reply, whether the worker panicked)`.
 pub(crate) fn run_task(payload: &[u8], fds: Vec<OwnedFd>) -> (u64, OutFrame, bool) {
     let (id, outcome) = match codec::decode_prefix::<TaskHead<'_>>(payload) {
-        Ok((head, args)) => (head.id, call(head.id, &head.worker, args, fds)),
+        Ok((head, mut args)) => (head.id, call(head.id, &head.worker, &mut args, fds)),
         Err(e) => (0, Err(Failure::from_error(e))),
     };
     match outcome {
@@ -304,6 +384,7 @@ pub(crate) fn run_task(payload: &[u8], fds: Vec<OwnedFd>) -> (u64, OutFrame, boo
             let head = ReplyHead {
                 id,
                 failure: Some(failure),
+                part: None,
             };
             codec::encode_into(&head, &mut out.buf).expect("a failure always encodes");
             (id, out, panicked)
@@ -312,25 +393,36 @@ pub(crate) fn run_task(payload: &[u8], fds: Vec<OwnedFd>) -> (u64, OutFrame, boo
 }
 
 /// Calls worker `name` on encoded `args`; the reply frame holds the encoded output.
-fn call(id: u64, name: &str, args: &[u8], fds: Vec<OwnedFd>) -> Result<OutFrame, Failure> {
+fn call(id: u64, name: &str, args: &mut &[u8], fds: Vec<OwnedFd>) -> Result<OutFrame, Failure> {
     let entry = registry::lookup(name).map_err(Failure::from_error)?;
     let mut out = OutFrame::new(Kind::Reply);
-    codec::encode_into(&ReplyHead { id, failure: None }, &mut out.buf)
-        .map_err(Failure::from_error)?;
+    codec::encode_into(
+        &ReplyHead {
+            id,
+            failure: None,
+            part: None,
+        },
+        &mut out.buf,
+    )
+    .map_err(Failure::from_error)?;
     let (result, out_fds) = codec::collecting_fds(|| {
         codec::with_fds(fds, || {
             IN_TASK.with(|t| t.set(true));
-            let r =
-                std::panic::catch_unwind(AssertUnwindSafe(|| (entry.dispatch)(args, &mut out.buf)));
+            let r = catch(|| (entry.dispatch)(args, &mut out.buf));
             IN_TASK.with(|t| t.set(false));
             r
         })
     });
-    match result {
-        Ok(Ok(())) => {
-            out.fds = out_fds;
-            Ok(out)
-        }
+    result.map(|()| {
+        out.fds = out_fds;
+        out
+    })
+}
+
+/// Runs `f` catching a panic; the failure carries what the panic hook saw.
+fn catch(f: impl FnOnce() -> Result<(), Error>) -> Result<(), Failure> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Failure::from_error(e)),
         Err(payload) => {
             Err(PANIC
@@ -342,6 +434,92 @@ fn call(id: u64, name: &str, args: &[u8], fds: Vec<OwnedFd>) -> Result<OutFrame,
                 }))
         }
     }
+}
+
+fn is_chunk(payload: &[u8]) -> bool {
+    codec::decode_prefix::<TaskHead<'_>>(payload).is_ok_and(|(h, _)| h.items > 0)
+}
+
+/// Runs a chunk, reporting finished items every `FLUSH_EVERY` and at the end.
+fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Error> {
+    let (head, mut args) = codec::decode_prefix::<TaskHead<'_>>(payload)?;
+    let entry = registry::lookup(&head.worker).map_err(Failure::from_error);
+    let mut body: Vec<u8> = Vec::with_capacity(args.len() + 64);
+    let (mut start, mut count) = (0u32, 0u32);
+    let mut last_flush = Instant::now();
+    let mut broken: Option<Failure> = None;
+    for i in 0..head.items {
+        if count > 0 && last_flush.elapsed() >= FLUSH_EVERY {
+            flush(
+                sock,
+                head.id,
+                Part {
+                    start,
+                    count,
+                    last: false,
+                },
+                &mut body,
+                what,
+            )?;
+            (start, count) = (i, 0);
+            last_flush = Instant::now();
+        }
+        let tag_at = body.len();
+        body.extend_from_slice(&[0; 5]);
+        let outcome = match (&entry, &broken) {
+            (Err(f), _) | (_, Some(f)) => Err(f.clone_for_item()),
+            (Ok(entry), None) => {
+                IN_TASK.with(|t| t.set(true));
+                let r = catch(|| (entry.dispatch)(&mut args, &mut body));
+                IN_TASK.with(|t| t.set(false));
+                r
+            }
+        };
+        if let Err(failure) = outcome {
+            // A decoding failure leaves the rest of the chunk unreadable: fail it all.
+            if matches!(failure, Failure::Codec { encode: false, .. }) {
+                broken = Some(failure.clone_for_item());
+            }
+            body.truncate(tag_at + 5);
+            body[tag_at] = 1;
+            codec::encode_into(&failure, &mut body)?;
+        }
+        let len = (body.len() - tag_at - 5) as u32;
+        body[tag_at + 1..tag_at + 5].copy_from_slice(&len.to_le_bytes());
+        count += 1;
+    }
+    flush(
+        sock,
+        head.id,
+        Part {
+            start,
+            count,
+            last: true,
+        },
+        &mut body,
+        what,
+    )
+}
+
+fn flush(
+    sock: BorrowedFd<'_>,
+    id: u64,
+    part: Part,
+    body: &mut Vec<u8>,
+    what: &str,
+) -> Result<(), Error> {
+    let mut out = OutFrame::with_capacity(Kind::Reply, body.len() + 32);
+    codec::encode_into(
+        &ReplyHead {
+            id,
+            failure: None,
+            part: Some(part),
+        },
+        &mut out.buf,
+    )?;
+    out.buf.extend_from_slice(body);
+    body.clear();
+    out.send(sock, what)
 }
 
 thread_local! {

@@ -43,6 +43,8 @@ pub(crate) fn start_child(
         parent_name: bootstrap::identity().name.clone(),
         daemon,
         one_shot,
+        initializer: None,
+        max_memory: None,
     };
     let mut frame = OutFrame::new(Kind::Setup);
     codec::encode_into(&setup, &mut frame.buf)?;
@@ -59,6 +61,7 @@ pub(crate) fn task_frame<W: Worker>(id: u64, args: &W::Args) -> Result<OutFrame,
     let head = TaskHead {
         id,
         worker: W::NAME.into(),
+        items: 0,
     };
     codec::encode_into(&head, &mut frame.buf)?;
     frame.fds = codec::encode_with_fds(args, &mut frame.buf, codec::Route::Local)?;

@@ -46,8 +46,9 @@ pub trait Worker: Copy + Send + Sync + 'static {
 pub trait Transferable: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Transferable for T {}
 
-/// Runs the worker on encoded arguments, appending the encoded output to `out`.
-pub type DispatchFn = fn(args: &[u8], out: &mut Vec<u8>) -> Result<(), Error>;
+/// Runs the worker on the encoded arguments at the front of `args` (advancing past them, so
+/// a chunk of several argument sets can be walked), appending the encoded output to `out`.
+pub type DispatchFn = fn(args: &mut &[u8], out: &mut Vec<u8>) -> Result<(), Error>;
 
 /// One registered worker (created by `#[mp::worker]`).
 #[doc(hidden)]
@@ -62,8 +63,10 @@ inventory::collect!(WorkerEntry);
 
 /// Generated dispatch glue: decode, call, encode.
 #[doc(hidden)]
-pub fn dispatch<W: Worker>(w: W, args: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-    let args: W::Args = crate::wire::codec::decode(args)?;
+pub fn dispatch<W: Worker>(w: W, args: &mut &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    let (decoded, rest) = crate::wire::codec::decode_prefix::<W::Args>(args)?;
+    *args = rest;
+    let args = decoded;
     let output = w.call(args);
     crate::wire::codec::encode_into(&output, out)
 }
