@@ -44,9 +44,10 @@ pub mod prelude;
 
 pub use mp_macros::{main, test, worker};
 pub use mp_runtime::{
-    CodecDirection, Connection, Error, Exit, Pipe, Process, ProcessInfo, Result, SendError,
-    Transferable, Worker, active_children, cpu_count, current_process, init, max_frame_size,
-    parent_process, registered_workers, set_max_frame_size, try_init,
+    AsyncResult, CodecDirection, Connection, Error, Exit, IMap, MapResult, Pipe, Pool, PoolBuilder,
+    PoolStats, Process, ProcessInfo, Result, SendError, Transferable, Worker, WorkerStats,
+    active_children, cpu_count, current_process, init, max_frame_size, parent_process,
+    registered_workers, set_max_frame_size, try_init,
 };
 
 #[doc(hidden)]

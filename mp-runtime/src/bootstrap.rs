@@ -75,7 +75,7 @@ pub(crate) struct Part {
 }
 
 /// Why a task produced no value.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) enum Failure {
     Panic {
         message: String,
@@ -96,24 +96,6 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    fn clone_for_item(&self) -> Failure {
-        match self {
-            Failure::UnknownWorker { name } => Failure::UnknownWorker { name: name.clone() },
-            Failure::Codec {
-                type_name,
-                encode,
-                message,
-            } => Failure::Codec {
-                type_name: type_name.clone(),
-                encode: *encode,
-                message: message.clone(),
-            },
-            other => Failure::Other {
-                message: format!("{other:?}"),
-            },
-        }
-    }
-
     pub fn into_error(self, worker: &str) -> Error {
         match self {
             Failure::Panic {
@@ -467,7 +449,7 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
         let tag_at = body.len();
         body.extend_from_slice(&[0; 5]);
         let outcome = match (&entry, &broken) {
-            (Err(f), _) | (_, Some(f)) => Err(f.clone_for_item()),
+            (Err(f), _) | (_, Some(f)) => Err(f.clone()),
             (Ok(entry), None) => {
                 IN_TASK.with(|t| t.set(true));
                 let r = catch(|| (entry.dispatch)(&mut args, &mut body));
@@ -478,7 +460,7 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
         if let Err(failure) = outcome {
             // A decoding failure leaves the rest of the chunk unreadable: fail it all.
             if matches!(failure, Failure::Codec { encode: false, .. }) {
-                broken = Some(failure.clone_for_item());
+                broken = Some(failure.clone());
             }
             body.truncate(tag_at + 5);
             body[tag_at] = 1;

@@ -7,6 +7,7 @@
 mod bootstrap;
 mod connection;
 mod error;
+mod pool;
 mod process;
 mod registry;
 mod spawn;
@@ -16,6 +17,7 @@ mod wire;
 pub use bootstrap::{init, try_init};
 pub use connection::{Connection, Pipe, SendError};
 pub use error::{CodecDirection, Error, Exit, Result};
+pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
 pub use process::{
     Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
 };

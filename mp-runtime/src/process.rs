@@ -25,12 +25,26 @@ fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Tracked>>> {
     CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How a child should behave (the parts of `Setup` its starter chooses).
+#[derive(Default, Clone)]
+pub(crate) struct ChildOptions {
+    pub daemon: bool,
+    pub one_shot: bool,
+    pub initializer: Option<(String, Vec<u8>)>,
+    pub max_memory: Option<u64>,
+}
+
 /// Starts a child, registers it, and sends its `Setup`. Shared by `Process` and `Pool`.
 pub(crate) fn start_child(
     name: String,
-    daemon: bool,
-    one_shot: bool,
+    opts: ChildOptions,
 ) -> Result<(Arc<Tracked>, OwnedFd), Error> {
+    let ChildOptions {
+        daemon,
+        one_shot,
+        initializer,
+        max_memory,
+    } = opts;
     let (child, sock) = spawn::spawn_child()?;
     let tracked = Arc::new(Tracked {
         child,
@@ -43,8 +57,8 @@ pub(crate) fn start_child(
         parent_name: bootstrap::identity().name.clone(),
         daemon,
         one_shot,
-        initializer: None,
-        max_memory: None,
+        initializer,
+        max_memory,
     };
     let mut frame = OutFrame::new(Kind::Setup);
     codec::encode_into(&setup, &mut frame.buf)?;
@@ -100,7 +114,7 @@ pub fn cleanup_children() {
     }
 }
 
-fn forget(t: &Arc<Tracked>) {
+pub(crate) fn forget(t: &Arc<Tracked>) {
     children().retain(|c| !Arc::ptr_eq(c, t));
 }
 
@@ -288,7 +302,14 @@ impl<W: Worker> Process<W> {
         let args = self.args.as_ref().expect("arguments present before start");
         // Encode first: a value that cannot be sent is an error before any process exists.
         let frame = task_frame::<W>(0, args)?;
-        let (tracked, sock) = start_child(self.name.clone(), self.daemon, true)?;
+        let (tracked, sock) = start_child(
+            self.name.clone(),
+            ChildOptions {
+                daemon: self.daemon,
+                one_shot: true,
+                ..Default::default()
+            },
+        )?;
         if let Err(e) = frame.send(sock.as_fd(), "the child's channel") {
             tracked.child.kill_and_reap();
             forget(&tracked);

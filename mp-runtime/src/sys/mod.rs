@@ -264,3 +264,86 @@ pub fn exit(code: i32) -> ! {
 pub fn wait_pidfd(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
     wait_readable(pidfd, deadline)
 }
+
+/// Writes what the socket takes now (one `sendmsg`, never blocking), attaching `fds` to it.
+/// `Ok(0)` when the socket buffer is full.
+pub fn send_nonblocking(
+    fd: BorrowedFd<'_>,
+    bufs: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    let iov: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+    let r = if fds.is_empty() {
+        let mut control = SendAncillaryBuffer::default();
+        retry(|| rustix::net::sendmsg(fd, &iov, &mut control, flags))
+    } else {
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::other("control buffer too small for descriptors"));
+        }
+        retry(|| rustix::net::sendmsg(fd, &iov, &mut control, flags))
+    };
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
+
+/// A counter descriptor that another thread makes readable to wake a `poll`.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    Ok(rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )?)
+}
+
+/// Wakes whoever polls `efd`.
+pub fn eventfd_signal(efd: BorrowedFd<'_>) {
+    let _ = rustix::io::write(efd, &1u64.to_ne_bytes());
+}
+
+/// Resets `efd` after a wake-up.
+pub fn eventfd_drain(efd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(efd, &mut buf);
+}
+
+/// Polls `fds` with the given interest; returns which are ready (readable, writable).
+pub fn poll_many(
+    fds: &[(BorrowedFd<'_>, bool)],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<(bool, bool)>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(f, want_write)| {
+            let mut flags = PollFlags::IN;
+            if *want_write {
+                flags |= PollFlags::OUT;
+            }
+            PollFd::new(f, flags)
+        })
+        .collect();
+    let timeout = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        })
+    });
+    match rustix::event::poll(&mut pfds, timeout.as_ref()) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| {
+            let r = p.revents();
+            (
+                r.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR),
+                r.intersects(PollFlags::OUT | PollFlags::ERR),
+            )
+        })
+        .collect())
+}

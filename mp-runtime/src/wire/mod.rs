@@ -107,7 +107,7 @@ impl OutFrame {
     }
 
     /// Fills in the header; returns the bytes ready to write.
-    fn seal(&mut self) -> Result<(), Error> {
+    pub(crate) fn seal(&mut self) -> Result<(), Error> {
         let len = (self.buf.len() - HEADER_LEN) as u64;
         if len > max_frame_size() {
             return Err(Error::Protocol(format!(

@@ -1,0 +1,604 @@
+//! The pool's manager thread: one event loop that owns every worker's socket.
+//!
+//! It polls the workers' sockets and a wake-up eventfd, writes task frames without blocking
+//! (a worker busy with a big task never stalls the others, and a worker writing a big reply
+//! can never deadlock against us writing it a task), reads replies into the jobs'
+//! collectors, enforces `task_timeout`, replaces dead and retired workers, and re-queues the
+//! tasks a dead worker had not started.
+//!
+//! Failure attribution: a worker runs its tasks in order, so when it dies the task at the
+//! head of its in-flight queue is the one that was running. If that task is a chunk with
+//! several unanswered items, they are re-queued one item per task, so the item that crashes
+//! (or hangs) again is reported alone and the others complete: items of a crashed chunk run
+//! at least once, and those after the last progress report may run twice.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::bootstrap::{Failure, INIT_FAILED, Part, ReplyHead, TaskHead};
+use crate::error::{Error, Exit};
+use crate::pool::results::{Collector, Delivery, entry};
+use crate::pool::{PoolStats, WorkerStats};
+use crate::process::{self, ChildOptions, Tracked};
+use crate::sys;
+use crate::wire::{FrameReader, Kind, OutFrame, codec};
+
+/// Work for the pool: one call, or a chunk of calls of the same worker.
+pub(crate) struct Task {
+    pub worker: &'static str,
+    /// The items' encoded arguments, back to back.
+    pub args: Vec<u8>,
+    /// Item boundaries in `args` (items + 1 entries).
+    pub offsets: Vec<usize>,
+    /// A single call whose arguments carry descriptors (sent as a one-call frame).
+    pub single: bool,
+    pub fds: Vec<OwnedFd>,
+    /// Job index of item 0.
+    pub first: usize,
+    pub collector: Arc<Collector>,
+}
+
+impl Task {
+    pub fn items(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// The items from `from` on, as a task of their own.
+    fn tail(&self, from: usize) -> Task {
+        let base = self.offsets[from];
+        Task {
+            worker: self.worker,
+            args: self.args[base..].to_vec(),
+            offsets: self.offsets[from..].iter().map(|o| o - base).collect(),
+            single: self.single,
+            fds: self.fds.iter().filter_map(|f| f.try_clone().ok()).collect(),
+            first: self.first + from,
+            collector: self.collector.clone(),
+        }
+    }
+
+    /// One task per item, from `from` on.
+    fn split(&self, from: usize) -> Vec<Task> {
+        (from..self.items())
+            .map(|i| Task {
+                worker: self.worker,
+                args: self.args[self.offsets[i]..self.offsets[i + 1]].to_vec(),
+                offsets: vec![0, self.offsets[i + 1] - self.offsets[i]],
+                single: self.single,
+                fds: self.fds.iter().filter_map(|f| f.try_clone().ok()).collect(),
+                first: self.first + i,
+                collector: self.collector.clone(),
+            })
+            .collect()
+    }
+
+    fn frame(&self, id: u64) -> Result<OutFrame, Error> {
+        let mut f = OutFrame::with_capacity(Kind::Task, self.args.len() + 64);
+        let items = if self.single { 0 } else { self.items() as u32 };
+        codec::encode_into(
+            &TaskHead {
+                id,
+                worker: self.worker.into(),
+                items,
+            },
+            &mut f.buf,
+        )?;
+        f.buf.extend_from_slice(&self.args);
+        for fd in &self.fds {
+            f.fds.push(
+                fd.try_clone()
+                    .map_err(|e| Error::io("dup of a task's handle", e))?,
+            );
+        }
+        Ok(f)
+    }
+
+    /// Answers every unanswered item (from `from`) with an error made by `err(index)`.
+    fn fail_from(&self, from: usize, err: impl Fn(usize) -> Error) {
+        for i in from..self.items() {
+            let index = self.first + i;
+            self.collector.push(Delivery::One {
+                index,
+                result: Err(err(index)),
+            });
+        }
+    }
+}
+
+/// What the API side and the manager share.
+pub(crate) struct Shared {
+    pub inbox: Mutex<Inbox>,
+    pub wake: OwnedFd,
+    pub stats: Mutex<PoolStats>,
+    pub config: Config,
+}
+
+#[derive(Default)]
+pub(crate) struct Inbox {
+    pub tasks: VecDeque<Task>,
+    pub closed: bool,
+    pub terminate: bool,
+}
+
+impl Shared {
+    pub fn notify(&self) {
+        sys::eventfd_signal(self.wake.as_fd());
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub processes: usize,
+    pub maxtasksperchild: Option<u64>,
+    pub task_timeout: Option<Duration>,
+    pub initializer: Option<(String, Vec<u8>)>,
+    pub max_memory: Option<u64>,
+    /// Tasks written ahead to a worker (1 running + the rest queued in its socket).
+    pub depth: usize,
+}
+
+struct InFlight {
+    id: u64,
+    task: Task,
+    /// Items of the task answered so far.
+    answered: usize,
+}
+
+/// A live worker process and our side of its socket.
+pub(crate) struct Slot {
+    tracked: Arc<Tracked>,
+    sock: OwnedFd,
+    reader: FrameReader,
+    writes: VecDeque<OutFrame>,
+    /// Bytes of `writes[0]` already written.
+    written: usize,
+    inflight: VecDeque<InFlight>,
+    /// When the head task started running (or last reported progress).
+    since: Instant,
+    tasks_done: u64,
+    busy: Duration,
+    killed_for_timeout: bool,
+    retiring: bool,
+}
+
+static WORKER_NO: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn spawn_worker(config: &Config) -> Result<Slot, Error> {
+    let name = format!("PoolWorker-{}", WORKER_NO.fetch_add(1, Ordering::Relaxed));
+    let opts = ChildOptions {
+        daemon: true,
+        one_shot: false,
+        initializer: config.initializer.clone(),
+        max_memory: config.max_memory,
+    };
+    let (tracked, sock) = process::start_child(name, opts)?;
+    Ok(Slot {
+        tracked,
+        sock,
+        reader: FrameReader::new(),
+        writes: VecDeque::new(),
+        written: 0,
+        inflight: VecDeque::new(),
+        since: Instant::now(),
+        tasks_done: 0,
+        busy: Duration::ZERO,
+        killed_for_timeout: false,
+        retiring: false,
+    })
+}
+
+pub(crate) struct Manager {
+    shared: Arc<Shared>,
+    slots: Vec<Option<Slot>>,
+    pending: VecDeque<Task>,
+    next_id: u64,
+    init_failure: Option<(String, Failure)>,
+}
+
+impl Manager {
+    pub fn new(shared: Arc<Shared>, slots: Vec<Slot>) -> Self {
+        Manager {
+            shared,
+            slots: slots.into_iter().map(Some).collect(),
+            pending: VecDeque::new(),
+            next_id: 1,
+            init_failure: None,
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let (closed, terminate) = {
+                let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
+                self.pending.extend(inbox.tasks.drain(..));
+                (inbox.closed, inbox.terminate)
+            };
+            if terminate {
+                self.terminate();
+                return;
+            }
+            if let Some((worker, failure)) = &self.init_failure {
+                for t in self.pending.drain(..) {
+                    t.fail_from(0, |_| failure.clone().into_error(worker));
+                }
+            }
+            let busy = !self.pending.is_empty()
+                || self.slots.iter().flatten().any(|s| !s.inflight.is_empty());
+            if closed && !busy {
+                self.shutdown();
+                return;
+            }
+            self.respawn(busy || !closed);
+            self.dispatch();
+            self.poll_once();
+        }
+    }
+
+    fn respawn(&mut self, wanted: bool) {
+        if !wanted || self.init_failure.is_some() {
+            return;
+        }
+        for i in 0..self.slots.len() {
+            if self.slots[i].is_none() {
+                match spawn_worker(&self.shared.config) {
+                    Ok(s) => {
+                        self.slots[i] = Some(s);
+                        self.stats(|st| st.workers_respawned += 1);
+                    }
+                    Err(e) => {
+                        // Could not start a replacement: fail the queued work rather than hang.
+                        let msg = e.to_string();
+                        for t in self.pending.drain(..) {
+                            t.fail_from(0, |_| {
+                                Error::invalid(format!("the pool cannot start a worker: {msg}"))
+                            });
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let depth = self.shared.config.depth;
+        let max = self.shared.config.maxtasksperchild;
+        for slot in self.slots.iter_mut().flatten() {
+            while slot.inflight.len() < depth && !slot.retiring {
+                if let Some(m) = max
+                    && slot.tasks_done + slot.inflight.len() as u64 >= m
+                {
+                    break;
+                }
+                let Some(task) = self.pending.pop_front() else {
+                    return;
+                };
+                let id = self.next_id;
+                self.next_id += 1;
+                match task.frame(id) {
+                    Ok(f) => {
+                        if slot.inflight.is_empty() {
+                            slot.since = Instant::now();
+                        }
+                        slot.writes.push_back(f);
+                        slot.inflight.push_back(InFlight {
+                            id,
+                            task,
+                            answered: 0,
+                        });
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        task.fail_from(0, |_| Error::invalid(msg.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let timeout = self.shared.config.task_timeout?;
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|s| !s.inflight.is_empty() && !s.killed_for_timeout)
+            .map(|s| s.since + timeout)
+            .min()
+    }
+
+    fn poll_once(&mut self) {
+        let live: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .collect();
+        let ready = {
+            let mut fds = vec![(self.shared.wake.as_fd(), false)];
+            for &i in &live {
+                let s = self.slots[i].as_ref().expect("live slot");
+                fds.push((s.sock.as_fd(), !s.writes.is_empty()));
+            }
+            match sys::poll_many(&fds, self.next_deadline()) {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        };
+        if ready[0].0 {
+            sys::eventfd_drain(self.shared.wake.as_fd());
+        }
+        for (k, &i) in live.iter().enumerate() {
+            let (readable, writable) = ready[k + 1];
+            if writable && let Err(()) = self.flush_writes(i) {
+                self.worker_gone(i);
+                continue;
+            }
+            if readable && let Err(()) = self.read_replies(i) {
+                self.worker_gone(i);
+            }
+        }
+        self.check_timeouts();
+        self.retire_finished();
+    }
+
+    fn flush_writes(&mut self, i: usize) -> Result<(), ()> {
+        let slot = self.slots[i].as_mut().expect("live slot");
+        while let Some(front) = slot.writes.front_mut() {
+            if slot.written == 0 {
+                front.seal().map_err(|_| ())?;
+            }
+            let fds: Vec<_> = if slot.written == 0 {
+                front.fds.iter().map(|f| f.as_fd()).collect()
+            } else {
+                Vec::new()
+            };
+            let n = sys::send_nonblocking(slot.sock.as_fd(), &[&front.buf[slot.written..]], &fds)
+                .map_err(|_| ())?;
+            if n == 0 {
+                return Ok(()); // socket full: wait for POLLOUT
+            }
+            slot.written += n;
+            if slot.written == front.buf.len() {
+                slot.writes.pop_front();
+                slot.written = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_replies(&mut self, i: usize) -> Result<(), ()> {
+        loop {
+            let slot = self.slots[i].as_mut().expect("live slot");
+            let frame =
+                match slot
+                    .reader
+                    .read(slot.sock.as_fd(), Some(Instant::now()), "a pool worker")
+                {
+                    Ok(f) => f,
+                    Err(Error::Timeout { .. }) => return Ok(()),
+                    Err(_) => return Err(()),
+                };
+            if frame.kind != Kind::Reply {
+                return Err(());
+            }
+            self.on_reply(i, frame.payload, frame.fds)?;
+        }
+    }
+
+    fn on_reply(&mut self, i: usize, payload: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), ()> {
+        let (head, rest) = codec::decode_prefix::<ReplyHead>(&payload).map_err(|_| ())?;
+        let offset = payload.len() - rest.len();
+        if head.id == INIT_FAILED {
+            let failure = head.failure.unwrap_or(Failure::Other {
+                message: "initializer failed".into(),
+            });
+            let name = self
+                .shared
+                .config
+                .initializer
+                .as_ref()
+                .map_or(String::new(), |(n, _)| n.clone());
+            self.init_failure = Some((name, failure));
+            return Err(()); // the worker exits; no replacement is started
+        }
+        let slot = self.slots[i].as_mut().expect("live slot");
+        let Some(pos) = slot.inflight.iter().position(|f| f.id == head.id) else {
+            return Err(());
+        };
+        let now = Instant::now();
+        let (mut ok, mut failed) = (0u64, 0u64);
+        let finished = match head.part {
+            None => {
+                let fl = &slot.inflight[pos];
+                let index = fl.task.first;
+                let result = match head.failure {
+                    Some(f) => {
+                        failed += 1;
+                        Err(f.into_error(fl.task.worker))
+                    }
+                    None => {
+                        ok += 1;
+                        Ok((payload, offset, fds))
+                    }
+                };
+                fl.task.collector.push(Delivery::One { index, result });
+                true
+            }
+            Some(Part { start, count, last }) => {
+                let fl = &mut slot.inflight[pos];
+                let mut walk = rest;
+                for _ in 0..count {
+                    match entry(&mut walk) {
+                        Ok((0, _)) => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                let first = fl.task.first + start as usize;
+                fl.answered = start as usize + count as usize;
+                fl.task.collector.push(Delivery::Part {
+                    first,
+                    count: count as usize,
+                    payload,
+                    offset,
+                });
+                last
+            }
+        };
+        slot.busy += now - slot.since;
+        slot.since = now;
+        if finished {
+            slot.inflight.remove(pos);
+            slot.tasks_done += 1;
+        }
+        let pid = slot.tracked.child.pid;
+        let (busy, done) = (slot.busy, slot.tasks_done);
+        self.stats(|st| {
+            st.tasks_completed += ok;
+            st.tasks_failed += failed;
+            match st.workers.iter_mut().find(|w| w.pid == pid) {
+                Some(w) => {
+                    w.tasks = done;
+                    w.busy = busy;
+                }
+                None => st.workers.push(WorkerStats {
+                    pid,
+                    tasks: done,
+                    busy,
+                }),
+            }
+        });
+        Ok(())
+    }
+
+    fn check_timeouts(&mut self) {
+        let Some(timeout) = self.shared.config.task_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        for slot in self.slots.iter_mut().flatten() {
+            if !slot.inflight.is_empty() && !slot.killed_for_timeout && now >= slot.since + timeout
+            {
+                // A hard limit: the worker is killed, whatever the task is doing.
+                slot.killed_for_timeout = true;
+                let _ = slot.tracked.child.signal(9);
+            }
+        }
+    }
+
+    fn retire_finished(&mut self) {
+        let Some(max) = self.shared.config.maxtasksperchild else {
+            return;
+        };
+        for i in 0..self.slots.len() {
+            let retire = self.slots[i]
+                .as_ref()
+                .is_some_and(|s| s.tasks_done >= max && s.inflight.is_empty());
+            if retire && let Some(slot) = self.slots[i].take() {
+                // End of stream tells the worker to exit.
+                drop(slot.sock);
+                reap(&slot.tracked);
+                self.slots[i] = None;
+            }
+        }
+    }
+
+    /// The worker's socket failed or closed: find out how it ended, answer the task it was
+    /// running, and re-queue the rest.
+    fn worker_gone(&mut self, i: usize) {
+        let Some(slot) = self.slots[i].take() else {
+            return;
+        };
+        let exit = reap(&slot.tracked);
+        let pid = slot.tracked.child.pid;
+        let timeout = self.shared.config.task_timeout.unwrap_or_default();
+        let mut inflight = slot.inflight;
+        let mut requeue: Vec<Task> = Vec::new();
+        if let Some(head) = inflight.pop_front() {
+            let t = &head.task;
+            let left = t.items() - head.answered;
+            if left == 1 || (t.single && left > 0) {
+                let worker = t.worker;
+                if slot.killed_for_timeout {
+                    t.fail_from(head.answered, |index| Error::Timeout {
+                        what: format!(
+                            "task #{index} of `{worker}` (its worker, pid {pid}, was killed at the pool's task_timeout)"
+                        ),
+                        after: timeout,
+                    });
+                } else {
+                    t.fail_from(head.answered, |index| Error::WorkerDied {
+                        worker: worker.to_string(),
+                        pid,
+                        exit,
+                        index: Some(index),
+                    });
+                }
+                self.stats(|st| st.tasks_failed += left as u64);
+            } else if left > 1 {
+                requeue.extend(t.split(head.answered));
+            }
+        }
+        for fl in inflight {
+            requeue.push(if fl.answered == 0 {
+                fl.task
+            } else {
+                fl.task.tail(fl.answered)
+            });
+        }
+        for t in requeue.into_iter().rev() {
+            self.pending.push_front(t);
+        }
+        self.stats(|st| st.workers.retain(|w| w.pid != pid));
+    }
+
+    fn terminate(&mut self) {
+        for slot in self.slots.iter().flatten() {
+            let _ = slot.tracked.child.signal(9);
+        }
+        for slot in self.slots.iter_mut().filter_map(Option::take) {
+            reap(&slot.tracked);
+            for fl in slot.inflight {
+                fl.task.fail_from(fl.answered, |_| Error::Closed {
+                    what: "the pool (terminated)",
+                });
+            }
+        }
+        for t in self.pending.drain(..) {
+            t.fail_from(0, |_| Error::Closed {
+                what: "the pool (terminated)",
+            });
+        }
+        let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        for t in inbox.tasks.drain(..) {
+            t.fail_from(0, |_| Error::Closed {
+                what: "the pool (terminated)",
+            });
+        }
+    }
+
+    fn shutdown(&mut self) {
+        // Closing the sockets makes every worker exit; then reap them.
+        let slots: Vec<Slot> = self.slots.iter_mut().filter_map(Option::take).collect();
+        let tracked: Vec<Arc<Tracked>> = slots.into_iter().map(|s| s.tracked).collect();
+        for t in &tracked {
+            reap(t);
+        }
+    }
+
+    fn stats(&self, f: impl FnOnce(&mut PoolStats)) {
+        f(&mut self.shared.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// Waits briefly for a worker that is ending, kills it if it lingers, and forgets it.
+fn reap(t: &Arc<Tracked>) -> Exit {
+    let exit = match t.child.wait(Some(Instant::now() + Duration::from_secs(2))) {
+        Ok(Some(e)) => e,
+        _ => {
+            t.child.kill_and_reap();
+            t.child.try_exit().unwrap_or(Exit::Unknown)
+        }
+    };
+    process::forget(t);
+    exit
+}

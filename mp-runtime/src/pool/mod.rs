@@ -1,0 +1,686 @@
+//! `mp::Pool`: a process pool with Python's verbs, that survives its workers crashing.
+//!
+//! The pool's state lives in one manager thread ([`manager`]); the methods here encode the
+//! inputs into tasks (chunks of items), hand them over, and decode the answers on the
+//! caller's thread.
+
+mod global;
+mod manager;
+mod results;
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use global::ParMap;
+pub use results::{AsyncResult, MapResult};
+
+use crate::error::Error;
+use crate::registry::Worker;
+use crate::sys;
+use crate::wire::codec;
+use manager::{Config, Inbox, Manager, Shared, Task};
+use results::{Collector, Delivery};
+
+/// Counters of a pool's life, from [`Pool::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Items answered with a value.
+    pub tasks_completed: u64,
+    /// Items answered with an error (panic, worker died, timeout).
+    pub tasks_failed: u64,
+    /// Workers started to replace ones that died or retired (`maxtasksperchild`).
+    pub workers_respawned: u64,
+    /// The live workers.
+    pub workers: Vec<WorkerStats>,
+}
+
+/// One worker's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// The worker's pid.
+    pub pid: u32,
+    /// Tasks (chunks) it finished.
+    pub tasks: u64,
+    /// Time it spent running tasks, as seen from the parent.
+    pub busy: Duration,
+}
+
+/// Options for a [`Pool`]; [`Pool::builder`] makes one.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[mp::worker]
+/// fn square(x: i32) -> i32 { x * x }
+///
+/// mp::init();
+/// let pool = mp::Pool::builder()
+///     .processes(2)
+///     .maxtasksperchild(1000)
+///     .task_timeout(Duration::from_secs(30))
+///     .build()
+///     .unwrap();
+/// assert_eq!(pool.map(square, 1..4).unwrap(), vec![1, 4, 9]);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    maxtasksperchild: Option<u64>,
+    initializer: Option<(String, Result<Vec<u8>, String>)>,
+    task_timeout: Option<Duration>,
+    max_memory: Option<u64>,
+    depth: Option<usize>,
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (default: [`cpu_count`](crate::cpu_count), or
+    /// `MP_PROCESSES`).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// Replace a worker after it finished this many tasks (chunks), as Python's
+    /// `maxtasksperchild`: bounds leaks in C code.
+    pub fn maxtasksperchild(mut self, n: u64) -> Self {
+        self.maxtasksperchild = Some(n);
+        self
+    }
+
+    /// Runs `worker(args)` once in each worker process before its first task. If it
+    /// panics, the pool cannot work: every task fails with that panic (instead of Python's
+    /// endless respawning).
+    pub fn initializer<W: Worker>(mut self, worker: W, args: W::Args) -> Self {
+        let _ = worker;
+        let mut buf = Vec::new();
+        let encoded = codec::encode_into(&args, &mut buf)
+            .map(|()| buf)
+            .map_err(|e| e.to_string());
+        self.initializer = Some((W::NAME.to_string(), encoded));
+        self
+    }
+
+    /// A task running longer than this has its worker killed (SIGKILL: a hard limit, even
+    /// for C code stuck in a loop) and is answered with `Error::Timeout`; a fresh worker
+    /// takes its place.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Caps each worker's address space (RLIMIT_AS) at `bytes`. A task that allocates past
+    /// it fails (Rust aborts on allocation failure: `Error::WorkerDied` with SIGABRT) and the
+    /// worker is replaced.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
+    /// How many tasks are written ahead to each worker (default 2: one running, one
+    /// waiting). More helps many tiny `apply_async` calls; 1 balances slow tasks best.
+    pub fn prefetch(mut self, depth: usize) -> Self {
+        self.depth = Some(depth);
+        self
+    }
+
+    fn config(&self) -> Result<Config, Error> {
+        let processes = match self.processes {
+            Some(n) => n,
+            None => std::env::var("MP_PROCESSES")
+                .ok()
+                .map(|v| {
+                    v.parse::<usize>().map_err(|_| {
+                        Error::invalid(format!("MP_PROCESSES={v:?} is not a number of processes"))
+                    })
+                })
+                .transpose()?
+                .unwrap_or_else(crate::cpu_count),
+        };
+        if processes == 0 {
+            return Err(Error::invalid(
+                "a pool needs at least 1 process (processes(0) was given)",
+            ));
+        }
+        if self.maxtasksperchild == Some(0) {
+            return Err(Error::invalid(
+                "maxtasksperchild must be at least 1 (or not set)",
+            ));
+        }
+        if self.task_timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid("task_timeout must be longer than zero"));
+        }
+        if self.max_memory.is_some_and(|m| m < 32 << 20) {
+            return Err(Error::invalid(
+                "max_memory below 32 MiB leaves no room to start a worker",
+            ));
+        }
+        if self.depth == Some(0) {
+            return Err(Error::invalid("prefetch must be at least 1"));
+        }
+        let initializer = match &self.initializer {
+            None => None,
+            Some((name, Ok(bytes))) => Some((name.clone(), bytes.clone())),
+            Some((_, Err(e))) => {
+                return Err(Error::invalid(format!("the initializer's arguments: {e}")));
+            }
+        };
+        Ok(Config {
+            processes,
+            maxtasksperchild: self.maxtasksperchild,
+            task_timeout: self.task_timeout,
+            initializer,
+            max_memory: self.max_memory,
+            depth: self.depth.unwrap_or(2),
+        })
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool, Error> {
+        Pool::start(self.config()?)
+    }
+
+    /// Builds the pool behind `par_map` and friends. An error if it already exists (it is
+    /// created on first use).
+    pub fn build_global(self) -> Result<(), Error> {
+        global::set_global(self.build()?)
+    }
+}
+
+/// A pool of worker processes: Python's `multiprocessing.Pool`.
+///
+/// One pool runs tasks of any `#[mp::worker]`. Results of `map` and `imap` keep the input
+/// order. A task that panics is an `Error::Panic` for that item; a worker killed mid-task
+/// (signal, segfault, abort, OOM, `exit`) is `Error::WorkerDied` for the task it held, a
+/// fresh worker replaces it, and every other task completes.
+///
+/// Dropping the pool terminates it (never hangs, leaves no worker behind); call `close` then
+/// `join` to let queued work finish first.
+///
+/// # Examples
+///
+/// ```
+/// #[mp::worker]
+/// fn square(x: i32) -> i32 { x * x }
+///
+/// #[mp::worker]
+/// fn add(a: i32, b: i32) -> i32 { a + b }
+///
+/// # fn main() -> Result<(), mp::Error> {
+/// mp::init();
+/// let pool = mp::Pool::new(2)?;
+/// assert_eq!(pool.map(square, 0..5)?, vec![0, 1, 4, 9, 16]);
+/// assert_eq!(pool.starmap(add, vec![(1, 2), (3, 4)])?, vec![3, 7]);
+/// let lazy: Vec<i32> = pool.imap(square, 0..3)?.collect::<Result<_, _>>()?;
+/// assert_eq!(lazy, vec![0, 1, 4]);
+/// assert_eq!(pool.apply(square, 9)?, 81);
+/// pool.close();
+/// pool.join()?;
+/// # Ok(()) }
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    manager: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.shared.config.processes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// CPython's automatic chunk size: about len / (4 x workers), rounded up.
+fn auto_chunksize(len: usize, processes: usize) -> usize {
+    len.div_ceil(processes * 4).max(1)
+}
+
+impl Pool {
+    /// A pool of `processes` workers with default options.
+    pub fn new(processes: usize) -> Result<Pool, Error> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// Options: processes, maxtasksperchild, initializer, task_timeout, max_memory.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    fn start(config: Config) -> Result<Pool, Error> {
+        let wake =
+            sys::eventfd().map_err(|e| Error::io("creating the pool's wake-up eventfd", e))?;
+        let mut slots = Vec::with_capacity(config.processes);
+        for _ in 0..config.processes {
+            slots.push(manager::spawn_worker(&config)?);
+        }
+        let shared = Arc::new(Shared {
+            inbox: Mutex::new(Inbox::default()),
+            wake,
+            stats: Mutex::new(PoolStats::default()),
+            config,
+        });
+        let m = Manager::new(shared.clone(), slots);
+        let handle = std::thread::Builder::new()
+            .name("mp-pool".into())
+            .spawn(move || m.run())
+            .map_err(|e| Error::io("starting the pool's manager thread", e))?;
+        Ok(Pool {
+            shared,
+            manager: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.shared.config.processes
+    }
+
+    /// Counters: tasks done and failed, workers respawned, busy time per worker.
+    pub fn stats(&self) -> PoolStats {
+        self.shared
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn submit(&self, tasks: Vec<Task>) -> Result<(), Error> {
+        let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        if inbox.closed || inbox.terminate {
+            return Err(Error::Closed { what: "this pool" });
+        }
+        inbox.tasks.extend(tasks);
+        drop(inbox);
+        self.shared.notify();
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        let inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        if inbox.closed || inbox.terminate {
+            Err(Error::Closed { what: "this pool" })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Applies `worker` to every item, in parallel; the results in input order, or the first
+    /// failure (its `index` names the input). The chunk size is chosen as CPython does.
+    pub fn map<W: Worker, I: IntoIterator<Item = W::Args>>(
+        &self,
+        worker: W,
+        items: I,
+    ) -> Result<Vec<W::Output>, Error> {
+        self.map_async_inner(worker, items.into_iter().collect(), None)?
+            .get()
+    }
+
+    /// [`map`](Self::map) with an explicit number of items per task.
+    pub fn map_chunked<W: Worker, I: IntoIterator<Item = W::Args>>(
+        &self,
+        worker: W,
+        items: I,
+        chunksize: usize,
+    ) -> Result<Vec<W::Output>, Error> {
+        if chunksize == 0 {
+            return Err(Error::invalid("chunksize must be at least 1"));
+        }
+        self.map_async_inner(worker, items.into_iter().collect(), Some(chunksize))?
+            .get()
+    }
+
+    /// [`map`](Self::map) for workers of several arguments: each item is the argument tuple.
+    pub fn starmap<W: Worker, I: IntoIterator<Item = W::Args>>(
+        &self,
+        worker: W,
+        items: I,
+    ) -> Result<Vec<W::Output>, Error> {
+        self.map(worker, items)
+    }
+
+    /// Starts a map and returns at once; [`MapResult::get`] waits for it.
+    pub fn map_async<W: Worker, I: IntoIterator<Item = W::Args>>(
+        &self,
+        worker: W,
+        items: I,
+    ) -> Result<MapResult<W::Output>, Error> {
+        self.map_async_inner(worker, items.into_iter().collect(), None)
+    }
+
+    fn map_async_inner<W: Worker>(
+        &self,
+        worker: W,
+        items: Vec<W::Args>,
+        chunksize: Option<usize>,
+    ) -> Result<MapResult<W::Output>, Error> {
+        let _ = worker;
+        self.check_open()?;
+        let total = items.len();
+        let chunksize = chunksize.unwrap_or_else(|| auto_chunksize(total, self.processes()));
+        let collector = Collector::new(true);
+        let mut tasks = Vec::with_capacity(total / chunksize + 1);
+        let mut items = items.into_iter();
+        let mut first = 0;
+        while first < total {
+            first = encode_tasks::<W>(&mut items, chunksize, first, &collector, &mut tasks)?;
+        }
+        self.submit(tasks)?;
+        Ok(MapResult::new::<W>(collector, total))
+    }
+
+    /// Runs `worker(args)` in a worker and waits for the result.
+    pub fn apply<W: Worker>(&self, worker: W, args: W::Args) -> Result<W::Output, Error> {
+        self.apply_async(worker, args)?.get()
+    }
+
+    /// Runs `worker(args)` in a worker; the [`AsyncResult`] gives the result later.
+    /// `get_timeout` on it returns `Error::Timeout` without cancelling the task.
+    pub fn apply_async<W: Worker>(
+        &self,
+        worker: W,
+        args: W::Args,
+    ) -> Result<AsyncResult<W::Output>, Error> {
+        let _ = worker;
+        let collector = Collector::new(true);
+        let mut tasks = Vec::with_capacity(1);
+        encode_tasks::<W>(&mut std::iter::once(args), 1, 0, &collector, &mut tasks)?;
+        self.submit(tasks)?;
+        Ok(AsyncResult::new::<W>(collector))
+    }
+
+    /// A lazy, ordered map: pulls `items` as results are consumed (an endless iterator works,
+    /// in bounded memory) and yields each item's result in input order.
+    pub fn imap<W: Worker, I: IntoIterator<Item = W::Args>>(
+        &self,
+        worker: W,
+        items: I,
+    ) -> Result<IMap<'_, W, I::IntoIter>, Error> {
+        self.imap_inner(worker, items.into_iter(), true, None)
+    }
+
+    /// [`imap`](Self::imap) with an explicit chunk size.
+    pub fn imap_chunked<W: Worker, I: IntoIterator<Item = W::Args>>(
+        &self,
+        worker: W,
+        items: I,
+        chunksize: usize,
+    ) -> Result<IMap<'_, W, I::IntoIter>, Error> {
+        if chunksize == 0 {
+            return Err(Error::invalid("chunksize must be at least 1"));
+        }
+        self.imap_inner(worker, items.into_iter(), true, Some(chunksize))
+    }
+
+    /// Like [`imap`](Self::imap), but yields results as they complete, each with its input
+    /// index: `(index, result)`.
+    pub fn imap_unordered<W: Worker, I: IntoIterator<Item = W::Args>>(
+        &self,
+        worker: W,
+        items: I,
+    ) -> Result<IMap<'_, W, I::IntoIter>, Error> {
+        self.imap_inner(worker, items.into_iter(), false, None)
+    }
+
+    fn imap_inner<W: Worker, I: Iterator<Item = W::Args>>(
+        &self,
+        worker: W,
+        items: I,
+        ordered: bool,
+        chunksize: Option<usize>,
+    ) -> Result<IMap<'_, W, I>, Error> {
+        let _ = worker;
+        self.check_open()?;
+        // A known length gets CPython's chunk size; an unknown one adapts to the task time.
+        let (lo, hi) = items.size_hint();
+        let (chunksize, fixed) = match (chunksize, hi) {
+            (Some(c), _) => (c, true),
+            (None, Some(h)) if h == lo => (auto_chunksize(h, self.processes()), true),
+            (None, _) => (1, false),
+        };
+        Ok(IMap {
+            pool: self,
+            input: items,
+            exhausted: false,
+            collector: Collector::new(ordered),
+            ordered,
+            chunksize,
+            fixed,
+            submitted: 0,
+            consumed: 0,
+            ready: VecDeque::new(),
+            started: Instant::now(),
+            _w: PhantomData,
+        })
+    }
+
+    /// No new tasks; those already submitted finish. Then [`join`](Self::join).
+    pub fn close(&self) {
+        self.shared
+            .inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed = true;
+        self.shared.notify();
+    }
+
+    /// Kills the workers now; unfinished tasks are answered with `Error::Closed`.
+    pub fn terminate(&self) {
+        self.shared
+            .inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .terminate = true;
+        self.shared.notify();
+        self.join_manager();
+    }
+
+    /// Waits for the workers to finish and exit, after [`close`](Self::close) or
+    /// [`terminate`](Self::terminate).
+    pub fn join(&self) -> Result<(), Error> {
+        {
+            let inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
+            if !inbox.closed && !inbox.terminate {
+                return Err(Error::invalid("Pool::join() before close() or terminate()"));
+            }
+        }
+        self.join_manager();
+        Ok(())
+    }
+
+    fn join_manager(&self) {
+        let handle = self
+            .manager
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let finished = self
+            .manager
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|h| h.is_finished());
+        if !finished {
+            self.terminate();
+        }
+    }
+}
+
+/// Encodes up to `chunksize` items from `items` as tasks; returns the next job index.
+/// An item whose arguments carry handles (a `Connection`…) becomes a task of its own.
+fn encode_tasks<W: Worker>(
+    items: &mut impl Iterator<Item = W::Args>,
+    chunksize: usize,
+    first: usize,
+    collector: &Arc<Collector>,
+    tasks: &mut Vec<Task>,
+) -> Result<usize, Error> {
+    let mut task = new_task::<W>(first, collector);
+    let mut next = first;
+    for item in items.by_ref().take(chunksize) {
+        let before = task.args.len();
+        let fds = codec::encode_with_fds(&item, &mut task.args, codec::Route::Local)?;
+        if fds.is_empty() {
+            task.offsets.push(task.args.len());
+        } else {
+            let args = task.args.split_off(before);
+            let len = args.len();
+            let done = std::mem::replace(&mut task, new_task::<W>(next + 1, collector));
+            if done.items() > 0 {
+                tasks.push(done);
+            }
+            tasks.push(Task {
+                worker: W::NAME,
+                args,
+                offsets: vec![0, len],
+                single: true,
+                fds,
+                first: next,
+                collector: collector.clone(),
+            });
+        }
+        next += 1;
+    }
+    if task.items() > 0 {
+        tasks.push(task);
+    }
+    Ok(next)
+}
+
+fn new_task<W: Worker>(first: usize, collector: &Arc<Collector>) -> Task {
+    Task {
+        worker: W::NAME,
+        args: Vec::new(),
+        offsets: vec![0],
+        single: false,
+        fds: Vec::new(),
+        first,
+        collector: collector.clone(),
+    }
+}
+
+/// The lazy iterator of [`Pool::imap`] (yields `Result<Output, Error>`) and
+/// [`Pool::imap_unordered`]. Input is pulled as results are consumed, with a bounded
+/// number of items in flight.
+pub struct IMap<'p, W: Worker, I> {
+    pool: &'p Pool,
+    input: I,
+    exhausted: bool,
+    collector: Arc<Collector>,
+    ordered: bool,
+    chunksize: usize,
+    fixed: bool,
+    submitted: usize,
+    consumed: usize,
+    ready: VecDeque<(usize, Result<W::Output, Error>)>,
+    started: Instant,
+    _w: PhantomData<W>,
+}
+
+impl<W: Worker, I> std::fmt::Debug for IMap<'_, W, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IMap")
+            .field("worker", &W::NAME)
+            .field("submitted", &self.submitted)
+            .field("consumed", &self.consumed)
+            .finish()
+    }
+}
+
+impl<W: Worker, I: Iterator<Item = W::Args>> IMap<'_, W, I> {
+    /// Keeps enough work queued to occupy every worker, and no more.
+    fn top_up(&mut self) -> Result<(), Error> {
+        let window = self.pool.processes() * self.pool.shared.config.depth * 2;
+        while !self.exhausted && self.submitted < self.consumed + window * self.chunksize {
+            if !self.fixed {
+                self.adapt();
+            }
+            let mut tasks = Vec::new();
+            let next = encode_tasks::<W>(
+                &mut self.input,
+                self.chunksize,
+                self.submitted,
+                &self.collector,
+                &mut tasks,
+            )?;
+            if next == self.submitted {
+                self.exhausted = true;
+                break;
+            }
+            self.submitted = next;
+            self.pool.submit(tasks)?;
+        }
+        Ok(())
+    }
+
+    /// Unknown length: aim for chunks of about 10 ms of work per worker.
+    fn adapt(&mut self) {
+        let done = self.collector.received();
+        if done == 0 {
+            return;
+        }
+        let per_item =
+            self.started.elapsed().as_secs_f64() * self.pool.processes() as f64 / done as f64;
+        let target = if per_item > 0.0 {
+            (0.01 / per_item) as usize
+        } else {
+            4096
+        };
+        self.chunksize = target.clamp(1, 4096);
+    }
+
+    fn next_result(&mut self) -> Option<(usize, Result<W::Output, Error>)> {
+        if let Some(r) = self.ready.pop_front() {
+            return Some(r);
+        }
+        if let Err(e) = self.top_up() {
+            // Report the failure once, at the next index, then end.
+            self.exhausted = true;
+            let i = self.submitted;
+            self.submitted += 1;
+            self.consumed = self.submitted;
+            return Some((i, Err(e)));
+        }
+        if self.consumed >= self.submitted {
+            return None;
+        }
+        let d: Delivery = if self.ordered {
+            self.collector.take_at(self.consumed)
+        } else {
+            self.collector.take_next()
+        };
+        let ready = &mut self.ready;
+        let mut n = 0;
+        d.decode::<W>(|i, r| {
+            ready.push_back((i, r));
+            n += 1;
+        });
+        self.consumed += n;
+        self.ready.pop_front()
+    }
+
+    /// Like `next`, with the input index of the result (useful with `imap_unordered`).
+    pub fn next_indexed(&mut self) -> Option<(usize, Result<W::Output, Error>)> {
+        self.next_result()
+    }
+}
+
+impl<W: Worker, I: Iterator<Item = W::Args>> Iterator for IMap<'_, W, I> {
+    type Item = Result<W::Output, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_result().map(|(_, r)| r)
+    }
+}

@@ -1,0 +1,393 @@
+//! Where a pool's answers land: a `Collector` per job, filled by the manager thread with
+//! still-encoded replies and drained (decoded) by the caller's thread.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::bootstrap::Failure;
+use crate::error::Error;
+use crate::registry::Worker;
+use crate::wire::codec;
+
+/// Answers for consecutive items of a job, as the manager received them.
+pub(crate) enum Delivery {
+    /// `count` items starting at job index `first`: chunk-encoded entries from `offset` on.
+    Part {
+        first: usize,
+        count: usize,
+        payload: Vec<u8>,
+        offset: usize,
+    },
+    /// One item answered by a single-call reply (encoded output from `offset`, with its
+    /// descriptors), or failed in the parent's view (worker died, timeout, pool closed).
+    One {
+        index: usize,
+        result: Result<(Vec<u8>, usize, Vec<OwnedFd>), Error>,
+    },
+}
+
+impl Delivery {
+    fn first(&self) -> usize {
+        match self {
+            Delivery::Part { first, .. } => *first,
+            Delivery::One { index, .. } => *index,
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Delivery::Part { count, .. } => *count,
+            Delivery::One { .. } => 1,
+        }
+    }
+
+    /// Decodes every item, in order, calling `f(index, result)`.
+    pub fn decode<W: Worker>(self, mut f: impl FnMut(usize, Result<W::Output, Error>)) {
+        match self {
+            Delivery::One { index, result } => {
+                let r = result.and_then(|(payload, offset, fds)| {
+                    codec::decode_with_fds::<W::Output>(&payload[offset..], fds)
+                });
+                f(index, r.map_err(|e| e.with_index(index)));
+            }
+            Delivery::Part {
+                first,
+                count,
+                payload,
+                offset,
+            } => {
+                let mut rest = &payload[offset..];
+                for i in first..first + count {
+                    let r = entry(&mut rest).and_then(|(tag, bytes)| match tag {
+                        0 => codec::decode::<W::Output>(bytes),
+                        _ => Err(codec::decode::<Failure>(bytes)?.into_error(W::NAME)),
+                    });
+                    f(i, r.map_err(|e| e.with_index(i)));
+                }
+            }
+        }
+    }
+}
+
+/// Splits the next `[tag][u32 len][bytes]` entry off a chunk reply.
+pub(crate) fn entry<'a>(rest: &mut &'a [u8]) -> Result<(u8, &'a [u8]), Error> {
+    if rest.len() < 5 {
+        return Err(Error::Protocol(
+            "a chunk reply ended in the middle of an entry".into(),
+        ));
+    }
+    let tag = rest[0];
+    let len = u32::from_le_bytes(rest[1..5].try_into().expect("4 bytes")) as usize;
+    if rest.len() < 5 + len {
+        return Err(Error::Protocol(
+            "a chunk reply entry is longer than the frame".into(),
+        ));
+    }
+    let bytes = &rest[5..5 + len];
+    *rest = &rest[5 + len..];
+    Ok((tag, bytes))
+}
+
+struct State {
+    ordered: BTreeMap<usize, Delivery>,
+    arrival: VecDeque<Delivery>,
+    keep_order: bool,
+    received: usize,
+}
+
+/// One job's answers. The manager pushes; the caller waits and takes.
+pub(crate) struct Collector {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+impl Collector {
+    pub fn new(keep_order: bool) -> Arc<Collector> {
+        Arc::new(Collector {
+            state: Mutex::new(State {
+                ordered: BTreeMap::new(),
+                arrival: VecDeque::new(),
+                keep_order,
+                received: 0,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push(&self, d: Delivery) {
+        let mut s = self.lock();
+        s.received += d.count();
+        if s.keep_order {
+            s.ordered.insert(d.first(), d);
+        } else {
+            s.arrival.push_back(d);
+        }
+        drop(s);
+        self.cv.notify_all();
+    }
+
+    /// How many items have been answered.
+    pub fn received(&self) -> usize {
+        self.lock().received
+    }
+
+    /// Waits until `n` items are answered; false on timeout.
+    pub fn wait_for(&self, n: usize, deadline: Option<Instant>) -> bool {
+        let mut s = self.lock();
+        while s.received < n {
+            s = match deadline {
+                None => self.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.cv
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+
+    /// Takes everything received so far, in index order.
+    pub fn take_all(&self) -> Vec<Delivery> {
+        let mut s = self.lock();
+        let mut v: Vec<Delivery> = std::mem::take(&mut s.ordered).into_values().collect();
+        v.extend(s.arrival.drain(..));
+        v
+    }
+
+    /// Blocks for the delivery starting at `index` (ordered jobs).
+    pub fn take_at(&self, index: usize) -> Delivery {
+        let mut s = self.lock();
+        loop {
+            if let Some(d) = s.ordered.remove(&index) {
+                return d;
+            }
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Blocks for the next delivery in arrival order (unordered jobs).
+    pub fn take_next(&self) -> Delivery {
+        let mut s = self.lock();
+        loop {
+            if let Some(d) = s.arrival.pop_front() {
+                return d;
+            }
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// The pending result of [`Pool::apply_async`](crate::Pool::apply_async).
+///
+/// # Examples
+///
+/// ```
+/// #[mp::worker]
+/// fn square(x: i32) -> i32 { x * x }
+///
+/// mp::init();
+/// let pool = mp::Pool::new(1).unwrap();
+/// let r = pool.apply_async(square, 7).unwrap();
+/// r.wait();
+/// assert!(r.ready());
+/// assert_eq!(r.get().unwrap(), 49);
+/// ```
+pub struct AsyncResult<T> {
+    collector: Arc<Collector>,
+    taken: bool,
+    worker: &'static str,
+    decode: fn(Delivery) -> Result<T, Error>,
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("worker", &self.worker)
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+fn decode_one<W: Worker>(d: Delivery) -> Result<W::Output, Error> {
+    let mut out = None;
+    d.decode::<W>(|_, r| out = Some(r));
+    out.unwrap_or_else(|| Err(Error::Protocol("an empty reply".into())))
+}
+
+impl<T> AsyncResult<T> {
+    pub(crate) fn new<W: Worker<Output = T>>(collector: Arc<Collector>) -> Self {
+        AsyncResult {
+            collector,
+            taken: false,
+            worker: W::NAME,
+            decode: decode_one::<W>,
+        }
+    }
+
+    /// Whether the result has arrived.
+    pub fn ready(&self) -> bool {
+        self.collector.received() >= 1
+    }
+
+    /// Blocks until the result has arrived.
+    pub fn wait(&self) {
+        self.collector.wait_for(1, None);
+    }
+
+    /// Blocks until the result has arrived or `timeout` passed; true if it arrived.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.collector.wait_for(1, Some(Instant::now() + timeout))
+    }
+
+    /// Waits for and returns the result: the worker's value, or why there is none.
+    pub fn get(mut self) -> Result<T, Error> {
+        self.take(None)
+    }
+
+    /// Like [`get`](Self::get), but `Error::Timeout` after `timeout`. The task keeps running;
+    /// call again later.
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
+        self.take(Some(timeout))
+    }
+
+    fn take(&mut self, timeout: Option<Duration>) -> Result<T, Error> {
+        if self.taken {
+            return Err(Error::invalid("this AsyncResult's value was already taken"));
+        }
+        if !self
+            .collector
+            .wait_for(1, timeout.map(|t| Instant::now() + t))
+        {
+            return Err(Error::Timeout {
+                what: format!("result of `{}`", self.worker),
+                after: timeout.unwrap_or_default(),
+            });
+        }
+        self.taken = true;
+        let d = self.collector.take_all().pop().expect("one delivery");
+        (self.decode)(d).map_err(strip_index)
+    }
+}
+
+fn strip_index(e: Error) -> Error {
+    match e {
+        Error::Panic {
+            worker,
+            message,
+            location,
+            backtrace,
+            ..
+        } => Error::Panic {
+            worker,
+            message,
+            location,
+            backtrace,
+            index: None,
+        },
+        Error::WorkerDied {
+            worker, pid, exit, ..
+        } => Error::WorkerDied {
+            worker,
+            pid,
+            exit,
+            index: None,
+        },
+        other => other,
+    }
+}
+
+/// Decodes a whole ordered job into values; the first failure (lowest index) wins.
+pub(crate) fn collect_ordered<W: Worker>(
+    collector: &Collector,
+    total: usize,
+) -> Result<Vec<W::Output>, Error> {
+    collector.wait_for(total, None);
+    let mut out = Vec::with_capacity(total);
+    let mut first_err: Option<Error> = None;
+    for d in collector.take_all() {
+        d.decode::<W>(|_, r| match r {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                }
+            }
+        });
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The pending result of [`Pool::map_async`](crate::Pool::map_async).
+pub struct MapResult<T> {
+    collector: Arc<Collector>,
+    total: usize,
+    decode: fn(&Collector, usize) -> Result<Vec<T>, Error>,
+}
+
+impl<T> std::fmt::Debug for MapResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapResult")
+            .field("total", &self.total)
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+impl<T> MapResult<T> {
+    pub(crate) fn new<W: Worker<Output = T>>(collector: Arc<Collector>, total: usize) -> Self {
+        MapResult {
+            collector,
+            total,
+            decode: collect_ordered::<W>,
+        }
+    }
+
+    /// Whether every item has been answered.
+    pub fn ready(&self) -> bool {
+        self.collector.received() >= self.total
+    }
+
+    /// How many items have been answered so far.
+    pub fn completed(&self) -> usize {
+        self.collector.received()
+    }
+
+    /// Blocks until every item has been answered.
+    pub fn wait(&self) {
+        self.collector.wait_for(self.total, None);
+    }
+
+    /// Waits for all items; the results in input order, or the first failure.
+    pub fn get(self) -> Result<Vec<T>, Error> {
+        (self.decode)(&self.collector, self.total)
+    }
+
+    /// Like [`get`](Self::get), with a timeout (`Error::Timeout`; the map keeps running).
+    pub fn get_timeout(self, timeout: Duration) -> Result<Vec<T>, Error> {
+        if !self
+            .collector
+            .wait_for(self.total, Some(Instant::now() + timeout))
+        {
+            return Err(Error::Timeout {
+                what: "map_async result".into(),
+                after: timeout,
+            });
+        }
+        self.get()
+    }
+}
