@@ -200,6 +200,15 @@ pub(crate) struct Manager {
 
 impl Manager {
     pub fn new(shared: Arc<Shared>, slots: Vec<Slot>) -> Self {
+        {
+            let mut st = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+            for s in &slots {
+                st.workers.push(WorkerStats {
+                    pid: s.tracked.child.pid,
+                    ..Default::default()
+                });
+            }
+        }
         Manager {
             shared,
             slots: slots.into_iter().map(Some).collect(),
@@ -245,8 +254,15 @@ impl Manager {
             if self.slots[i].is_none() {
                 match spawn_worker(&self.shared.config) {
                     Ok(s) => {
+                        let pid = s.tracked.child.pid;
                         self.slots[i] = Some(s);
-                        self.stats(|st| st.workers_respawned += 1);
+                        self.stats(|st| {
+                            st.workers_respawned += 1;
+                            st.workers.push(WorkerStats {
+                                pid,
+                                ..Default::default()
+                            });
+                        });
                     }
                     Err(e) => {
                         // Could not start a replacement: fail the queued work rather than hang.
@@ -497,6 +513,8 @@ impl Manager {
                 // End of stream tells the worker to exit.
                 drop(slot.sock);
                 reap(&slot.tracked);
+                let pid = slot.tracked.child.pid;
+                self.stats(|st| st.workers.retain(|w| w.pid != pid));
                 self.slots[i] = None;
             }
         }
@@ -512,6 +530,15 @@ impl Manager {
         let pid = slot.tracked.child.pid;
         let timeout = self.shared.config.task_timeout.unwrap_or_default();
         let mut inflight = slot.inflight;
+        self.stats(|st| st.workers.retain(|w| w.pid != pid));
+        if let Some((worker, failure)) = &self.init_failure {
+            // Nothing can run: answer everything with the initializer's failure.
+            for fl in inflight {
+                fl.task
+                    .fail_from(fl.answered, |_| failure.clone().into_error(worker));
+            }
+            return;
+        }
         let mut requeue: Vec<Task> = Vec::new();
         if let Some(head) = inflight.pop_front() {
             let t = &head.task;
@@ -548,7 +575,6 @@ impl Manager {
         for t in requeue.into_iter().rev() {
             self.pending.push_front(t);
         }
-        self.stats(|st| st.workers.retain(|w| w.pid != pid));
     }
 
     fn terminate(&mut self) {

@@ -442,7 +442,7 @@ impl Pool {
             (None, Some(h)) if h == lo => (auto_chunksize(h, self.processes()), true),
             (None, _) => (1, false),
         };
-        Ok(IMap {
+        let mut it = IMap {
             pool: self,
             input: items,
             exhausted: false,
@@ -455,7 +455,11 @@ impl Pool {
             ready: VecDeque::new(),
             started: Instant::now(),
             _w: PhantomData,
-        })
+        };
+        // Start working at once, as Python's imap does; later input is pulled as results
+        // are consumed.
+        it.top_up()?;
+        Ok(it)
     }
 
     /// No new tasks; those already submitted finish. Then [`join`](Self::join).
