@@ -423,10 +423,10 @@ impl Manager {
         };
         let now = Instant::now();
         let (mut ok, mut failed) = (0u64, 0u64);
-        let finished = match head.part {
+        let fl = &mut slot.inflight[pos];
+        let collector = fl.task.collector.clone();
+        let (delivery, finished) = match head.part {
             None => {
-                let fl = &slot.inflight[pos];
-                let index = fl.task.first;
                 let result = match head.failure {
                     Some(f) => {
                         failed += 1;
@@ -437,11 +437,15 @@ impl Manager {
                         Ok((payload, offset, fds))
                     }
                 };
-                fl.task.collector.push(Delivery::One { index, result });
-                true
+                (
+                    Delivery::One {
+                        index: fl.task.first,
+                        result,
+                    },
+                    true,
+                )
             }
             Some(Part { start, count, last }) => {
-                let fl = &mut slot.inflight[pos];
                 let mut walk = rest;
                 for _ in 0..count {
                     match entry(&mut walk) {
@@ -449,15 +453,17 @@ impl Manager {
                         _ => failed += 1,
                     }
                 }
-                let first = fl.task.first + start as usize;
                 fl.answered = start as usize + count as usize;
-                fl.task.collector.push(Delivery::Part {
-                    first,
-                    count: count as usize,
-                    payload,
-                    offset,
-                });
-                last
+                let first = fl.task.first + start as usize;
+                (
+                    Delivery::Part {
+                        first,
+                        count: count as usize,
+                        payload,
+                        offset,
+                    },
+                    last,
+                )
             }
         };
         slot.busy += now - slot.since;
@@ -468,21 +474,16 @@ impl Manager {
         }
         let pid = slot.tracked.child.pid;
         let (busy, done) = (slot.busy, slot.tasks_done);
+        // Counters first, so a caller that saw its results also sees them counted.
         self.stats(|st| {
             st.tasks_completed += ok;
             st.tasks_failed += failed;
-            match st.workers.iter_mut().find(|w| w.pid == pid) {
-                Some(w) => {
-                    w.tasks = done;
-                    w.busy = busy;
-                }
-                None => st.workers.push(WorkerStats {
-                    pid,
-                    tasks: done,
-                    busy,
-                }),
+            if let Some(w) = st.workers.iter_mut().find(|w| w.pid == pid) {
+                w.tasks = done;
+                w.busy = busy;
             }
         });
+        collector.push(delivery);
         Ok(())
     }
 
@@ -544,6 +545,7 @@ impl Manager {
             let t = &head.task;
             let left = t.items() - head.answered;
             if left == 1 || (t.single && left > 0) {
+                self.stats(|st| st.tasks_failed += left as u64);
                 let worker = t.worker;
                 if slot.killed_for_timeout {
                     t.fail_from(head.answered, |index| Error::Timeout {
@@ -560,7 +562,6 @@ impl Manager {
                         index: Some(index),
                     });
                 }
-                self.stats(|st| st.tasks_failed += left as u64);
             } else if left > 1 {
                 requeue.extend(t.split(head.answered));
             }
