@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -428,10 +428,12 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
     let entry = registry::lookup(&head.worker).map_err(Failure::from_error);
     let mut body: Vec<u8> = Vec::with_capacity(args.len() + 64);
     let (mut start, mut count) = (0u32, 0u32);
-    let mut last_flush = Instant::now();
+    start_flush_ticker();
     let mut broken: Option<Failure> = None;
     for i in 0..head.items {
-        if count > 0 && last_flush.elapsed() >= FLUSH_EVERY {
+        // One relaxed load per item: reading the clock here would cost more than tiny tasks.
+        if count > 0 && FLUSH_DUE.load(Ordering::Relaxed) {
+            FLUSH_DUE.store(false, Ordering::Relaxed);
             flush(
                 sock,
                 head.id,
@@ -444,7 +446,6 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
                 what,
             )?;
             (start, count) = (i, 0);
-            last_flush = Instant::now();
         }
         let tag_at = body.len();
         body.extend_from_slice(&[0; 5]);
@@ -481,6 +482,23 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
         &mut body,
         what,
     )
+}
+
+static FLUSH_DUE: AtomicBool = AtomicBool::new(false);
+
+/// Raises `FLUSH_DUE` every `FLUSH_EVERY`, for the whole life of a pool worker.
+fn start_flush_ticker() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("mp-flush-ticker".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(FLUSH_EVERY);
+                    FLUSH_DUE.store(true, Ordering::Relaxed);
+                }
+            });
+    });
 }
 
 fn flush(

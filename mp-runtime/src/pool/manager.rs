@@ -136,8 +136,9 @@ pub(crate) struct Config {
     pub task_timeout: Option<Duration>,
     pub initializer: Option<(String, Vec<u8>)>,
     pub max_memory: Option<u64>,
-    /// Tasks written ahead to a worker (1 running + the rest queued in its socket).
-    pub depth: usize,
+    /// Tasks written ahead to a worker (1 running + the rest queued in its socket); `None`
+    /// adapts to the task time.
+    pub depth: Option<usize>,
 }
 
 struct InFlight {
@@ -196,7 +197,11 @@ pub(crate) struct Manager {
     pending: VecDeque<Task>,
     next_id: u64,
     init_failure: Option<(String, Failure)>,
+    /// Moving average of how long a task takes, as seen from here.
+    avg_task: Duration,
 }
+
+const SHORT_TASK: Duration = Duration::from_micros(200);
 
 impl Manager {
     pub fn new(shared: Arc<Shared>, slots: Vec<Slot>) -> Self {
@@ -215,6 +220,7 @@ impl Manager {
             pending: VecDeque::new(),
             next_id: 1,
             init_failure: None,
+            avg_task: Duration::from_millis(1),
         }
     }
 
@@ -280,7 +286,13 @@ impl Manager {
     }
 
     fn dispatch(&mut self) {
-        let depth = self.shared.config.depth;
+        // Short tasks: keep more queued at each worker, so the round trip to the manager is
+        // hidden; long tasks: little, so work spreads evenly.
+        let depth = self
+            .shared
+            .config
+            .depth
+            .unwrap_or(if self.avg_task < SHORT_TASK { 8 } else { 2 });
         let max = self.shared.config.maxtasksperchild;
         for slot in self.slots.iter_mut().flatten() {
             while slot.inflight.len() < depth && !slot.retiring {
@@ -385,15 +397,11 @@ impl Manager {
     fn read_replies(&mut self, i: usize) -> Result<(), ()> {
         loop {
             let slot = self.slots[i].as_mut().expect("live slot");
-            let frame =
-                match slot
-                    .reader
-                    .read(slot.sock.as_fd(), Some(Instant::now()), "a pool worker")
-                {
-                    Ok(f) => f,
-                    Err(Error::Timeout { .. }) => return Ok(()),
-                    Err(_) => return Err(()),
-                };
+            let frame = match slot.reader.try_read(slot.sock.as_fd(), "a pool worker") {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(_) => return Err(()),
+            };
             if frame.kind != Kind::Reply {
                 return Err(());
             }
@@ -466,9 +474,11 @@ impl Manager {
                 )
             }
         };
-        slot.busy += now - slot.since;
+        let took = now - slot.since;
+        slot.busy += took;
         slot.since = now;
         if finished {
+            self.avg_task = (self.avg_task * 7 + took) / 8;
             slot.inflight.remove(pos);
             slot.tasks_done += 1;
         }

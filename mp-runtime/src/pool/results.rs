@@ -308,15 +308,18 @@ fn strip_index(e: Error) -> Error {
     }
 }
 
-/// Decodes a whole ordered job into values; the first failure (lowest index) wins.
+/// Decodes a whole ordered job into values, as the parts arrive (decoding overlaps the
+/// workers' computing); the first failure (lowest index) wins.
 pub(crate) fn collect_ordered<W: Worker>(
     collector: &Collector,
     total: usize,
 ) -> Result<Vec<W::Output>, Error> {
-    collector.wait_for(total, None);
     let mut out = Vec::with_capacity(total);
     let mut first_err: Option<Error> = None;
-    for d in collector.take_all() {
+    let mut next = 0;
+    while next < total {
+        let d = collector.take_at(next);
+        next += d.count();
         d.decode::<W>(|_, r| match r {
             Ok(v) => out.push(v),
             Err(e) => {

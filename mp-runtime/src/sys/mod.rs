@@ -70,17 +70,24 @@ pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> i
     Ok(())
 }
 
-/// Reads what is available (at least one byte, blocking), queueing any descriptors that came
-/// with it. Returns 0 at end of stream.
+/// Reads what is available (at least one byte; blocking unless `dontwait`, which makes an
+/// empty socket `WouldBlock`), queueing any descriptors that came with it. Returns 0 at end
+/// of stream.
 pub fn recv_some(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
+    dontwait: bool,
 ) -> io::Result<usize> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC))?;
+    let flags = if dontwait {
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT
+    } else {
+        RecvFlags::CMSG_CLOEXEC
+    };
+    let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, flags))?;
     for m in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = m {
             fds.extend(received);

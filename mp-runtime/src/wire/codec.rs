@@ -143,6 +143,14 @@ pub(crate) fn collecting_fds<R>(f: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
     (r, fds.unwrap_or_default())
 }
 
+/// Takes the descriptors collected so far by the enclosing `collecting_fds`.
+pub(crate) fn take_collected_fds() -> Vec<OwnedFd> {
+    OUT.with(|t| match &mut *t.borrow_mut() {
+        Some(v) if !v.is_empty() => std::mem::take(v),
+        _ => Vec::new(),
+    })
+}
+
 /// Called by a handle's `Serialize`: hands `fd` to the frame being built, returns its index.
 pub(crate) fn push_fd(fd: OwnedFd, what: &str) -> Result<u32, String> {
     OUT.with(|t| match &mut *t.borrow_mut() {

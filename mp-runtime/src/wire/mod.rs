@@ -214,6 +214,16 @@ impl Partial {
     }
 }
 
+fn recv_error(e: std::io::Error, what: &str) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock => timeout(what),
+        std::io::ErrorKind::ConnectionReset => Error::Disconnected {
+            what: what.to_string(),
+        },
+        _ => Error::io(format!("receiving on {what}"), e),
+    }
+}
+
 fn timeout(what: &str) -> Error {
     Error::Timeout {
         what: format!("receiving on {what}"),
@@ -238,6 +248,8 @@ pub(crate) struct FrameReader {
     discard: u64,
     /// Overrides the process-wide frame limit for this reader.
     pub limit: Option<u64>,
+    /// Set during `try_read`: never wait, an empty socket ends the attempt.
+    nonblocking: bool,
 }
 
 const READ_BUF: usize = 64 * 1024;
@@ -258,6 +270,7 @@ impl FrameReader {
             partial: None,
             discard: 0,
             limit: None,
+            nonblocking: false,
         }
     }
 
@@ -282,21 +295,20 @@ impl FrameReader {
             self.end -= self.start;
             self.start = 0;
         }
-        if deadline.is_some()
+        if !self.nonblocking
+            && deadline.is_some()
             && !sys::wait_readable(fd, deadline)
                 .map_err(|e| Error::io(format!("waiting on {what}"), e))?
         {
             return Err(timeout(what));
         }
-        let n =
-            sys::recv_some(fd, &mut self.buf[self.end..], &mut self.fds).map_err(|e| {
-                match e.kind() {
-                    std::io::ErrorKind::ConnectionReset => Error::Disconnected {
-                        what: what.to_string(),
-                    },
-                    _ => Error::io(format!("receiving on {what}"), e),
-                }
-            })?;
+        let n = sys::recv_some(
+            fd,
+            &mut self.buf[self.end..],
+            &mut self.fds,
+            self.nonblocking,
+        )
+        .map_err(|e| recv_error(e, what))?;
         self.end += n;
         Ok(n > 0)
     }
@@ -333,15 +345,21 @@ impl FrameReader {
                 p.got += take;
                 self.start += take;
                 while p.got < p.len && p.len - p.got >= READ_BUF / 2 {
-                    if deadline.is_some()
+                    if !self.nonblocking
+                        && deadline.is_some()
                         && !sys::wait_readable(fd, deadline)
                             .map_err(|e| Error::io(format!("waiting on {what}"), e))?
                     {
                         return Err(timeout(what));
                     }
                     p.reserve_zeroed(1);
-                    let n = sys::recv_some(fd, &mut p.payload[p.got..], &mut self.fds)
-                        .map_err(|e| Error::io(format!("receiving on {what}"), e))?;
+                    let n = sys::recv_some(
+                        fd,
+                        &mut p.payload[p.got..],
+                        &mut self.fds,
+                        self.nonblocking,
+                    )
+                    .map_err(|e| recv_error(e, what))?;
                     if n == 0 {
                         let (got, len) = (p.got, p.len);
                         self.partial = None;
@@ -429,6 +447,19 @@ impl FrameReader {
                 got: 0,
                 payload: Vec::new(),
             });
+        }
+    }
+
+    /// Reads one frame if the bytes are there, without waiting: `Ok(None)` when the socket
+    /// is drained (partial state is kept for the next call).
+    pub fn try_read(&mut self, fd: BorrowedFd<'_>, what: &str) -> Result<Option<Frame>, Error> {
+        self.nonblocking = true;
+        let r = self.read(fd, None, what);
+        self.nonblocking = false;
+        match r {
+            Ok(f) => Ok(Some(f)),
+            Err(Error::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
