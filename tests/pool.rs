@@ -554,3 +554,11 @@ fn par_map_on_the_default_pool() {
         .collect();
     assert_eq!(v, (0..10).map(|x| x * x).collect::<Vec<_>>());
 }
+
+#[cfg(feature = "progress")]
+#[mp::test]
+fn progress_bars_do_not_change_results() {
+    let pool = Pool::builder().processes(2).progress(true).build().unwrap();
+    assert_eq!(pool.map(square, 0..100).unwrap().len(), 100);
+    assert_eq!(pool.imap(square, 0..).unwrap().take(10).count(), 10);
+}

@@ -139,6 +139,8 @@ pub(crate) struct Config {
     /// Tasks written ahead to a worker (1 running + the rest queued in its socket); `None`
     /// adapts to the task time.
     pub depth: Option<usize>,
+    /// Draw progress bars for maps (feature `progress`).
+    pub progress: bool,
 }
 
 struct InFlight {

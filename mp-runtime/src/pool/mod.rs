@@ -6,6 +6,7 @@
 
 mod global;
 mod manager;
+mod progress;
 mod results;
 
 use std::collections::VecDeque;
@@ -75,9 +76,18 @@ pub struct PoolBuilder {
     task_timeout: Option<Duration>,
     max_memory: Option<u64>,
     depth: Option<usize>,
+    progress: bool,
 }
 
 impl PoolBuilder {
+    /// Shows a progress bar on stderr for every `map`/`imap` of this pool (hidden when stderr
+    /// is not a terminal). Needs the `progress` feature.
+    #[cfg(feature = "progress")]
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
     /// Number of worker processes (default: [`cpu_count`](crate::cpu_count), or
     /// `MP_PROCESSES`).
     pub fn processes(mut self, n: usize) -> Self {
@@ -177,6 +187,7 @@ impl PoolBuilder {
             initializer,
             max_memory: self.max_memory,
             depth: self.depth,
+            progress: self.progress,
         })
     }
 
@@ -387,7 +398,11 @@ impl Pool {
             first = next;
             self.submit(std::mem::take(&mut tasks))?;
         }
-        Ok(MapResult::new::<W>(collector, first))
+        Ok(MapResult::new::<W>(
+            collector,
+            first,
+            self.shared.config.progress,
+        ))
     }
 
     /// Runs `worker(args)` in a worker and waits for the result.
@@ -471,6 +486,11 @@ impl Pool {
             consumed: 0,
             ready: VecDeque::new(),
             started: Instant::now(),
+            bar: progress::Progress::new(
+                self.shared.config.progress,
+                if fixed { hi } else { None },
+                W::NAME,
+            ),
             _w: PhantomData,
         };
         // Start working at once, as Python's imap does; later input is pulled as results
@@ -615,6 +635,7 @@ pub struct IMap<'p, W: Worker, I> {
     consumed: usize,
     ready: VecDeque<(usize, Result<W::Output, Error>)>,
     started: Instant,
+    bar: progress::Progress,
     _w: PhantomData<W>,
 }
 
@@ -697,6 +718,7 @@ impl<W: Worker, I: Iterator<Item = W::Args>> IMap<'_, W, I> {
             n += 1;
         });
         self.consumed += n;
+        self.bar.inc(n);
         self.ready.pop_front()
     }
 

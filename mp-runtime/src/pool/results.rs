@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::bootstrap::Failure;
 use crate::error::Error;
+use crate::pool::progress::Progress;
 use crate::registry::Worker;
 use crate::wire::codec;
 
@@ -311,15 +312,18 @@ fn strip_index(e: Error) -> Error {
 /// Decodes a whole ordered job into values, as the parts arrive (decoding overlaps the
 /// workers' computing); the first failure (lowest index) wins.
 pub(crate) fn collect_ordered<W: Worker>(
+    progress: bool,
     collector: &Collector,
     total: usize,
 ) -> Result<Vec<W::Output>, Error> {
     let mut out = Vec::with_capacity(total);
     let mut first_err: Option<Error> = None;
     let mut next = 0;
+    let bar = Progress::new(progress, Some(total), W::NAME);
     while next < total {
         let d = collector.take_at(next);
         next += d.count();
+        bar.inc(d.count());
         d.decode::<W>(|_, r| match r {
             Ok(v) => out.push(v),
             Err(e) => {
@@ -339,7 +343,8 @@ pub(crate) fn collect_ordered<W: Worker>(
 pub struct MapResult<T> {
     collector: Arc<Collector>,
     total: usize,
-    decode: fn(&Collector, usize) -> Result<Vec<T>, Error>,
+    progress: bool,
+    decode: fn(bool, &Collector, usize) -> Result<Vec<T>, Error>,
 }
 
 impl<T> std::fmt::Debug for MapResult<T> {
@@ -352,10 +357,15 @@ impl<T> std::fmt::Debug for MapResult<T> {
 }
 
 impl<T> MapResult<T> {
-    pub(crate) fn new<W: Worker<Output = T>>(collector: Arc<Collector>, total: usize) -> Self {
+    pub(crate) fn new<W: Worker<Output = T>>(
+        collector: Arc<Collector>,
+        total: usize,
+        progress: bool,
+    ) -> Self {
         MapResult {
             collector,
             total,
+            progress,
             decode: collect_ordered::<W>,
         }
     }
@@ -377,7 +387,7 @@ impl<T> MapResult<T> {
 
     /// Waits for all items; the results in input order, or the first failure.
     pub fn get(self) -> Result<Vec<T>, Error> {
-        (self.decode)(&self.collector, self.total)
+        (self.decode)(self.progress, &self.collector, self.total)
     }
 
     /// Like [`get`](Self::get), with a timeout (`Error::Timeout`; the map keeps running).
