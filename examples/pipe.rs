@@ -10,8 +10,7 @@ type Message = (i32, Option<i32>, String);
 
 #[mp::worker]
 fn f(mut conn: mp::Connection<Message>) {
-    conn.send((42, None, "hello".to_string()))
-        .expect("parent is listening");
+    conn.send((42, None, "hello".to_string())).expect("parent is listening");
     conn.close();
 }
 
@@ -23,9 +22,6 @@ fn main() -> Result<(), mp::Error> {
     println!("{:?}", parent_conn.recv()?); // prints "(42, None, "hello")"
     p.join()?;
     // The child's end closed with it: the pipe reports end-of-file, like Python's EOFError.
-    assert!(matches!(
-        parent_conn.recv(),
-        Err(mp::Error::Disconnected { .. })
-    ));
+    assert!(matches!(parent_conn.recv(), Err(mp::Error::Disconnected { .. })));
     Ok(())
 }

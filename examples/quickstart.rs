@@ -28,11 +28,7 @@ fn main() -> Result<(), mp::Error> {
     let mut p = mp::Process::new(square, 7).name("square-7");
     p.start()?;
     let answer = p.join()?;
-    println!(
-        "square(7) = {answer} (computed in pid {}, exit code {:?})",
-        p.pid().unwrap_or(0),
-        p.exitcode()
-    );
+    println!("square(7) = {answer} (computed in pid {}, exit code {:?})", p.pid().unwrap_or(0), p.exitcode());
     assert_eq!(answer, square.call(7));
     Ok(())
 }

@@ -45,9 +45,9 @@ pub mod prelude;
 pub use mp_macros::{main, test, worker};
 pub use mp_runtime::{
     AsyncResult, CodecDirection, Connection, Error, Exit, IMap, MapResult, Pipe, Pool, PoolBuilder,
-    PoolStats, Process, ProcessInfo, Result, SendError, Transferable, Worker, WorkerStats,
-    active_children, cpu_count, current_process, init, max_frame_size, parent_process,
-    registered_workers, set_max_frame_size, try_init,
+    PoolStats, Process, ProcessInfo, Result, SendError, Transferable, Worker, WorkerStats, active_children,
+    cpu_count, current_process, init, max_frame_size, parent_process, registered_workers, set_max_frame_size,
+    try_init,
 };
 
 #[doc(hidden)]

@@ -33,11 +33,9 @@ fn echo_once(c: mp::Connection<u32>) -> u32 {
 fn is_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next()),
-            Some('Z' | 'X')
-        ),
+        Ok(stat) => {
+            matches!(stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z' | 'X'))
+        }
     }
 }
 
@@ -59,9 +57,7 @@ fn scenario(name: &str) -> Command {
 }
 
 fn read_pids(line: &str) -> Vec<u32> {
-    line.split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect()
+    line.split_whitespace().filter_map(|w| w.parse().ok()).collect()
 }
 
 #[mp::main]
@@ -87,11 +83,7 @@ fn main() {
             let mut p = Process::new(panics, ());
             p.start().unwrap();
             match p.join() {
-                Err(Error::Panic {
-                    backtrace: Some(bt),
-                    message,
-                    ..
-                }) => {
+                Err(Error::Panic { backtrace: Some(bt), message, .. }) => {
                     assert_eq!(message, "with a backtrace");
                     assert!(bt.contains("panics"), "{bt}");
                 }
@@ -120,54 +112,29 @@ fn daemons_are_terminated_and_others_joined_at_exit() {
     assert!(out.status.success(), "{out:?}");
     let pids = read_pids(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(pids.len(), 2, "{out:?}");
-    assert!(
-        t0.elapsed() >= Duration::from_millis(500),
-        "exited before joining the non-daemon child"
-    );
-    assert!(
-        marker.exists(),
-        "the non-daemon child was not allowed to finish"
-    );
-    assert!(
-        wait_gone(pids[0], Duration::from_secs(2)),
-        "daemon child {} survived its parent",
-        pids[0]
-    );
+    assert!(t0.elapsed() >= Duration::from_millis(500), "exited before joining the non-daemon child");
+    assert!(marker.exists(), "the non-daemon child was not allowed to finish");
+    assert!(wait_gone(pids[0], Duration::from_secs(2)), "daemon child {} survived its parent", pids[0]);
     assert!(wait_gone(pids[1], Duration::from_secs(2)));
     std::fs::remove_dir_all(&dir).unwrap();
     println!("  daemons terminated, non-daemons joined at exit");
 }
 
 fn a_sigkilled_parent_leaves_no_child() {
-    let mut parent = scenario("scenario-orphan")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut parent = scenario("scenario-orphan").stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(parent.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(parent.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let child = read_pids(&line)[0];
     assert!(!is_gone(child));
     parent.kill().unwrap(); // SIGKILL: no exit hook runs
     parent.wait().unwrap();
-    assert!(
-        wait_gone(child, Duration::from_secs(3)),
-        "child {child} outlived its SIGKILLed parent"
-    );
+    assert!(wait_gone(child, Duration::from_secs(3)), "child {child} outlived its SIGKILLed parent");
     println!("  a SIGKILLed parent leaves no child");
 }
 
 fn backtrace_when_rust_backtrace_is_set() {
-    let out = scenario("scenario-backtrace")
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = scenario("scenario-backtrace").env("RUST_BACKTRACE", "1").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     println!("  panics carry the child's backtrace under RUST_BACKTRACE");
 }
 

@@ -96,13 +96,7 @@ fn eof_when_the_other_end_is_dropped() {
     drop(a);
     assert_eq!(b.recv().unwrap(), 5, "queued messages are still delivered");
     assert!(matches!(b.recv(), Err(Error::Disconnected { .. })));
-    assert!(matches!(
-        b.send(1),
-        Err(mp::SendError {
-            error: Error::Disconnected { .. },
-            value: 1
-        })
-    ));
+    assert!(matches!(b.send(1), Err(mp::SendError { error: Error::Disconnected { .. }, value: 1 })));
 }
 
 #[mp::test]
@@ -157,10 +151,7 @@ fn timeouts_and_poll() {
     assert!(b.poll(Duration::from_secs(5)).unwrap());
     assert_eq!(b.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
     drop(a);
-    assert!(
-        b.poll(Duration::ZERO).unwrap(),
-        "a closed peer makes poll true"
-    );
+    assert!(b.poll(Duration::ZERO).unwrap(), "a closed peer makes poll true");
 }
 
 /// The exact bytes mp writes for `value`.
@@ -182,15 +173,9 @@ fn a_timeout_mid_message_loses_nothing() {
     let frame = frame_bytes(vec![7u8; 100_000]);
     // Half a frame, a timeout, then the rest: the message arrives whole.
     w.write_all(&frame[..50_000]).unwrap();
-    assert!(matches!(
-        conn.recv_timeout(Duration::from_millis(50)),
-        Err(Error::Timeout { .. })
-    ));
+    assert!(matches!(conn.recv_timeout(Duration::from_millis(50)), Err(Error::Timeout { .. })));
     w.write_all(&frame[50_000..]).unwrap();
-    assert_eq!(
-        conn.recv_timeout(Duration::from_secs(5)).unwrap(),
-        vec![7u8; 100_000]
-    );
+    assert_eq!(conn.recv_timeout(Duration::from_secs(5)).unwrap(), vec![7u8; 100_000]);
 }
 
 #[mp::test]
@@ -209,13 +194,7 @@ fn closed_handles_say_so() {
     let (mut a, _b) = Pipe::new::<u8>().unwrap();
     a.close();
     assert!(a.is_closed());
-    assert!(matches!(
-        a.send(1),
-        Err(mp::SendError {
-            error: Error::Closed { .. },
-            ..
-        })
-    ));
+    assert!(matches!(a.send(1), Err(mp::SendError { error: Error::Closed { .. }, .. })));
     assert!(matches!(a.recv(), Err(Error::Closed { .. })));
 }
 

@@ -43,16 +43,8 @@ fn sleep_ms(ms: u64) -> u64 {
 #[mp::worker]
 fn hang_on_3(x: u32, dir: String) -> u32 {
     if x == 3 {
-        std::fs::write(
-            PathBuf::from(&dir).join("pid.tmp"),
-            std::process::id().to_string(),
-        )
-        .unwrap();
-        std::fs::rename(
-            PathBuf::from(&dir).join("pid.tmp"),
-            PathBuf::from(&dir).join("pid"),
-        )
-        .unwrap();
+        std::fs::write(PathBuf::from(&dir).join("pid.tmp"), std::process::id().to_string()).unwrap();
+        std::fs::rename(PathBuf::from(&dir).join("pid.tmp"), PathBuf::from(&dir).join("pid")).unwrap();
         std::thread::sleep(Duration::from_secs(60));
     }
     std::thread::sleep(Duration::from_millis(20));
@@ -91,11 +83,7 @@ fn crash(how: String) -> u8 {
 
 #[mp::worker]
 fn record_init(dir: String) {
-    std::fs::write(
-        PathBuf::from(dir).join(std::process::id().to_string()),
-        b"init",
-    )
-    .unwrap();
+    std::fs::write(PathBuf::from(dir).join(std::process::id().to_string()), b"init").unwrap();
 }
 
 #[mp::worker]
@@ -110,11 +98,7 @@ fn echo_on(c: mp::Connection<u32>, x: u32) -> u32 {
 }
 
 fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "mp-pool-{tag}-{}-{:?}",
-        std::process::id(),
-        Instant::now()
-    ));
+    let d = std::env::temp_dir().join(format!("mp-pool-{tag}-{}-{:?}", std::process::id(), Instant::now()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -126,10 +110,7 @@ fn worker_pids(pool: &Pool) -> Vec<u32> {
 #[mp::test]
 fn smoke() {
     let pool = Pool::new(2).unwrap();
-    assert_eq!(
-        pool.map(square, 0..10).unwrap(),
-        (0..10).map(|x| x * x).collect::<Vec<_>>()
-    );
+    assert_eq!(pool.map(square, 0..10).unwrap(), (0..10).map(|x| x * x).collect::<Vec<_>>());
 }
 
 #[mp::test]
@@ -139,17 +120,9 @@ fn map_keeps_order_for_every_chunk_size() {
     assert_eq!(pool.map_chunked(square, 0..1000, 1).unwrap(), expected);
     assert_eq!(pool.map_chunked(square, 0..1000, 7).unwrap(), expected);
     assert_eq!(pool.map(square, 0..1000).unwrap(), expected);
-    let lazy: Vec<i32> = pool
-        .imap_chunked(square, 0..1000, 7)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let lazy: Vec<i32> = pool.imap_chunked(square, 0..1000, 7).unwrap().map(Result::unwrap).collect();
     assert_eq!(lazy, expected);
-    let mut unordered: Vec<i32> = pool
-        .imap_unordered(square, 0..1000)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let mut unordered: Vec<i32> = pool.imap_unordered(square, 0..1000).unwrap().map(Result::unwrap).collect();
     unordered.sort();
     assert_eq!(unordered, expected);
 }
@@ -169,13 +142,7 @@ fn empty_input_for_every_method() {
     assert!(pool.map(square, Vec::new()).unwrap().is_empty());
     assert!(pool.map_chunked(square, Vec::new(), 3).unwrap().is_empty());
     assert!(pool.starmap(add, Vec::new()).unwrap().is_empty());
-    assert!(
-        pool.map_async(square, Vec::new())
-            .unwrap()
-            .get()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(pool.map_async(square, Vec::new()).unwrap().get().unwrap().is_empty());
     assert_eq!(pool.imap(square, Vec::new()).unwrap().count(), 0);
     assert_eq!(pool.imap_unordered(square, Vec::new()).unwrap().count(), 0);
     assert!(square.par_map(Vec::new()).unwrap().is_empty());
@@ -185,12 +152,7 @@ fn empty_input_for_every_method() {
 #[mp::test]
 fn imap_over_an_endless_iterator() {
     let pool = Pool::new(2).unwrap();
-    let first: Vec<i32> = pool
-        .imap(square, 0..)
-        .unwrap()
-        .take(100)
-        .map(Result::unwrap)
-        .collect();
+    let first: Vec<i32> = pool.imap(square, 0..).unwrap().take(100).map(Result::unwrap).collect();
     assert_eq!(first, (0..100).map(|x| x * x).collect::<Vec<_>>());
     // The input is pulled lazily: only a bounded window beyond what was taken was computed.
     assert!(pool.stats().tasks_completed < 100_000, "{:?}", pool.stats());
@@ -200,33 +162,21 @@ fn imap_over_an_endless_iterator() {
 fn a_panic_is_that_items_error_and_the_pool_lives_on() {
     let pool = Pool::new(2).unwrap();
     match pool.map_chunked(panic_on_3, 0..6, 1) {
-        Err(Error::Panic {
-            index: Some(3),
-            message,
-            worker,
-            ..
-        }) => {
+        Err(Error::Panic { index: Some(3), message, worker, .. }) => {
             assert_eq!(message, "item three is bad");
             assert!(worker.ends_with("::panic_on_3"));
         }
         other => panic!("expected a panic on input #3, got {other:?}"),
     }
     // The same with automatic chunks: still item 3, named.
-    assert!(matches!(
-        pool.map(panic_on_3, 0..6),
-        Err(Error::Panic { index: Some(3), .. })
-    ));
+    assert!(matches!(pool.map(panic_on_3, 0..6), Err(Error::Panic { index: Some(3), .. })));
     // Per-item results with imap: only item 3 failed.
     let results: Vec<_> = pool.imap(panic_on_3, 0..6).unwrap().collect();
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r.is_err(), i == 3, "item {i}: {r:?}");
     }
     assert_eq!(pool.map(square, 0..6).unwrap(), vec![0, 1, 4, 9, 16, 25]);
-    assert_eq!(
-        pool.stats().workers_respawned,
-        0,
-        "a panic does not cost a worker"
-    );
+    assert_eq!(pool.stats().workers_respawned, 0, "a panic does not cost a worker");
 }
 
 #[mp::test]
@@ -238,10 +188,7 @@ fn a_worker_killed_mid_map_fails_only_its_task() {
     let pid_file = dir.join("pid");
     let t0 = Instant::now();
     while !pid_file.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "item 3 never started"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(20), "item 3 never started");
         std::thread::sleep(Duration::from_millis(5));
     }
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
@@ -257,26 +204,16 @@ fn a_worker_killed_mid_map_fails_only_its_task() {
     assert_eq!(results.len(), 12);
     for (i, r) in results.into_iter().enumerate() {
         match (i, r) {
-            (
-                3,
-                Err(Error::WorkerDied {
-                    exit: Exit::Signal(9),
-                    index: Some(3),
-                    pid: dead,
-                    ..
-                }),
-            ) => assert_eq!(dead, pid as u32),
+            (3, Err(Error::WorkerDied { exit: Exit::Signal(9), index: Some(3), pid: dead, .. })) => {
+                assert_eq!(dead, pid as u32)
+            }
             (3, other) => panic!("item 3: expected WorkerDied(SIGKILL), got {other:?}"),
             (i, r) => assert_eq!(r.unwrap(), i as u32 * 2),
         }
     }
     assert!(wait_gone(pid as u32, Duration::from_secs(5)));
     assert_eq!(pool.stats().workers_respawned, 1);
-    assert_eq!(
-        pool.map(square, 0..4).unwrap(),
-        vec![0, 1, 4, 9],
-        "the pool keeps working"
-    );
+    assert_eq!(pool.map(square, 0..4).unwrap(), vec![0, 1, 4, 9], "the pool keeps working");
     assert!(!worker_pids(&pool).contains(&(pid as u32)));
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -297,22 +234,12 @@ fn segfault_abort_exit_each_fail_one_task() {
         }
     }
     // In a map, with automatic chunks: the crashing item is found and named; the rest complete.
-    let items: Vec<String> = ["ok", "ok", "abort", "ok", "ok", "ok"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let items: Vec<String> = ["ok", "ok", "abort", "ok", "ok", "ok"].iter().map(|s| s.to_string()).collect();
     let results: Vec<_> = pool.imap(crash, items).unwrap().collect();
     for (i, r) in results.iter().enumerate() {
         if i == 2 {
             assert!(
-                matches!(
-                    r,
-                    Err(Error::WorkerDied {
-                        exit: Exit::Signal(6),
-                        index: Some(2),
-                        ..
-                    })
-                ),
+                matches!(r, Err(Error::WorkerDied { exit: Exit::Signal(6), index: Some(2), .. })),
                 "{r:?}"
             );
         } else {
@@ -324,48 +251,23 @@ fn segfault_abort_exit_each_fail_one_task() {
 
 #[mp::test]
 fn max_memory_turns_an_oom_into_one_failed_task() {
-    let pool = Pool::builder()
-        .processes(1)
-        .max_memory(512 << 20)
-        .build()
-        .unwrap();
+    let pool = Pool::builder().processes(1).max_memory(512 << 20).build().unwrap();
     assert!(matches!(
         pool.apply(crash, "oom".to_string()),
-        Err(Error::WorkerDied {
-            exit: Exit::Signal(6),
-            ..
-        })
+        Err(Error::WorkerDied { exit: Exit::Signal(6), .. })
     ));
     assert_eq!(pool.apply(square, 3).unwrap(), 9);
 }
 
 #[mp::test]
 fn task_timeout_kills_a_sleeping_task() {
-    let pool = Pool::builder()
-        .processes(2)
-        .task_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let pool = Pool::builder().processes(2).task_timeout(Duration::from_millis(300)).build().unwrap();
     let t0 = Instant::now();
-    let results: Vec<_> = pool
-        .imap_chunked(sleep_ms, vec![10, 60_000, 10, 10], 1)
-        .unwrap()
-        .collect();
-    assert!(
-        t0.elapsed() < Duration::from_secs(10),
-        "the timeout did not fire: {:?}",
-        t0.elapsed()
-    );
-    assert!(
-        matches!(results[1], Err(Error::Timeout { .. })),
-        "{:?}",
-        results[1]
-    );
+    let results: Vec<_> = pool.imap_chunked(sleep_ms, vec![10, 60_000, 10, 10], 1).unwrap().collect();
+    assert!(t0.elapsed() < Duration::from_secs(10), "the timeout did not fire: {:?}", t0.elapsed());
+    assert!(matches!(results[1], Err(Error::Timeout { .. })), "{:?}", results[1]);
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
-    assert!(matches!(
-        pool.apply(sleep_ms, 60_000),
-        Err(Error::Timeout { .. })
-    ));
+    assert!(matches!(pool.apply(sleep_ms, 60_000), Err(Error::Timeout { .. })));
     assert_eq!(pool.apply(sleep_ms, 1).unwrap(), 1);
 }
 
@@ -374,41 +276,23 @@ fn get_timeout_does_not_cancel() {
     let pool = Pool::new(1).unwrap();
     let mut r = pool.apply_async(sleep_ms, 300).unwrap();
     assert!(!r.ready());
-    assert!(matches!(
-        r.get_timeout(Duration::from_millis(10)),
-        Err(Error::Timeout { .. })
-    ));
+    assert!(matches!(r.get_timeout(Duration::from_millis(10)), Err(Error::Timeout { .. })));
     assert_eq!(r.get_timeout(Duration::from_secs(20)).unwrap(), 300);
 }
 
 #[mp::test]
 fn maxtasksperchild_replaces_workers() {
-    let pool = Pool::builder()
-        .processes(1)
-        .maxtasksperchild(2)
-        .build()
-        .unwrap();
-    let pids: HashSet<u32> = pool
-        .map_chunked(my_pid, 0..6, 1)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let pool = Pool::builder().processes(1).maxtasksperchild(2).build().unwrap();
+    let pids: HashSet<u32> = pool.map_chunked(my_pid, 0..6, 1).unwrap().into_iter().collect();
     assert_eq!(pids.len(), 3, "{pids:?}");
 }
 
 #[mp::test]
 fn initializer_runs_once_per_worker() {
     let dir = tempdir("init");
-    let pool = Pool::builder()
-        .processes(2)
-        .initializer(record_init, dir.display().to_string())
-        .build()
-        .unwrap();
-    let pids: HashSet<u32> = pool
-        .map_chunked(my_pid, 0..50, 1)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let pool =
+        Pool::builder().processes(2).initializer(record_init, dir.display().to_string()).build().unwrap();
+    let pids: HashSet<u32> = pool.map_chunked(my_pid, 0..50, 1).unwrap().into_iter().collect();
     let inited: HashSet<u32> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
@@ -420,15 +304,9 @@ fn initializer_runs_once_per_worker() {
 
 #[mp::test]
 fn a_failing_initializer_fails_tasks_instead_of_hanging() {
-    let pool = Pool::builder()
-        .processes(1)
-        .initializer(init_panics, ())
-        .build()
-        .unwrap();
+    let pool = Pool::builder().processes(1).initializer(init_panics, ()).build().unwrap();
     match pool.apply(square, 2) {
-        Err(Error::Panic {
-            message, worker, ..
-        }) => {
+        Err(Error::Panic { message, worker, .. }) => {
             assert_eq!(message, "initializer refuses");
             assert!(worker.ends_with("::init_panics"));
         }
@@ -444,18 +322,11 @@ fn terminate_during_a_long_map_returns_promptly() {
     std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
     pool.terminate();
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "terminate took {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "terminate took {:?}", t0.elapsed());
     assert!(matches!(r.get(), Err(Error::Closed { .. })));
     assert!(matches!(pool.map(square, 0..2), Err(Error::Closed { .. })));
     for pid in pids {
-        assert!(
-            wait_gone(pid, Duration::from_secs(2)),
-            "worker {pid} survived terminate"
-        );
+        assert!(wait_gone(pid, Duration::from_secs(2)), "worker {pid} survived terminate");
     }
 }
 
@@ -478,16 +349,9 @@ fn no_worker_left_after_drop() {
     let _pending = pool.apply_async(sleep_ms, 30_000).unwrap();
     let t0 = Instant::now();
     drop(pool);
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "drop took {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "drop took {:?}", t0.elapsed());
     for pid in pids {
-        assert!(
-            wait_gone(pid, Duration::from_secs(2)),
-            "worker {pid} left behind"
-        );
+        assert!(wait_gone(pid, Duration::from_secs(2)), "worker {pid} left behind");
     }
 }
 
@@ -497,10 +361,7 @@ fn bad_options_are_clear_errors() {
     assert!(e.to_string().contains("at least 1 process"), "{e}");
     let e = Pool::builder().maxtasksperchild(0).build().unwrap_err();
     assert!(e.to_string().contains("maxtasksperchild"), "{e}");
-    let e = Pool::builder()
-        .task_timeout(Duration::ZERO)
-        .build()
-        .unwrap_err();
+    let e = Pool::builder().task_timeout(Duration::ZERO).build().unwrap_err();
     assert!(e.to_string().contains("task_timeout"), "{e}");
     let pool = Pool::new(1).unwrap();
     assert!(pool.map_chunked(square, 0..3, 0).is_err());
@@ -542,16 +403,8 @@ fn stats_count_tasks() {
 
 #[mp::test]
 fn par_map_on_the_default_pool() {
-    assert_eq!(
-        square.par_map(0..100).unwrap(),
-        (0..100).map(|x| x * x).collect::<Vec<_>>()
-    );
-    let v: Vec<i32> = square
-        .par_imap(0..)
-        .unwrap()
-        .take(10)
-        .map(Result::unwrap)
-        .collect();
+    assert_eq!(square.par_map(0..100).unwrap(), (0..100).map(|x| x * x).collect::<Vec<_>>());
+    let v: Vec<i32> = square.par_imap(0..).unwrap().take(10).map(Result::unwrap).collect();
     assert_eq!(v, (0..10).map(|x| x * x).collect::<Vec<_>>());
 }
 

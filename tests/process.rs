@@ -65,10 +65,7 @@ struct Point {
 
 #[mp::worker]
 fn mirror(p: Point) -> Point {
-    Point {
-        x: -p.x,
-        label: p.label.chars().rev().collect(),
-    }
+    Point { x: -p.x, label: p.label.chars().rev().collect() }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,21 +106,9 @@ fn several_arguments_and_structs() {
     p.start().unwrap();
     assert_eq!(p.join().unwrap(), 42);
 
-    let mut p = Process::new(
-        mirror,
-        Point {
-            x: 1.5,
-            label: "abc".into(),
-        },
-    );
+    let mut p = Process::new(mirror, Point { x: 1.5, label: "abc".into() });
     p.start().unwrap();
-    assert_eq!(
-        p.join().unwrap(),
-        Point {
-            x: -1.5,
-            label: "cba".into()
-        }
-    );
+    assert_eq!(p.join().unwrap(), Point { x: -1.5, label: "cba".into() });
 
     let mut p = Process::new(nothing, ());
     p.start().unwrap();
@@ -137,12 +122,7 @@ fn exit_code_from_std_process_exit() {
     p.start().unwrap();
     let pid = p.pid().unwrap();
     match p.join() {
-        Err(Error::WorkerDied {
-            exit: Exit::Code(3),
-            pid: dead,
-            worker,
-            ..
-        }) => {
+        Err(Error::WorkerDied { exit: Exit::Code(3), pid: dead, worker, .. }) => {
             assert_eq!(dead, pid);
             assert!(worker.ends_with("::exit_with"), "{worker}");
         }
@@ -157,12 +137,7 @@ fn panic_comes_back_with_message_and_location() {
     let mut p = Process::new(panics, "boom at item 3".to_string());
     p.start().unwrap();
     match p.join() {
-        Err(Error::Panic {
-            worker,
-            message,
-            location,
-            ..
-        }) => {
+        Err(Error::Panic { worker, message, location, .. }) => {
             assert!(worker.ends_with("::panics"), "{worker}");
             assert_eq!(message, "boom at item 3");
             let location = location.expect("location");
@@ -170,24 +145,14 @@ fn panic_comes_back_with_message_and_location() {
         }
         other => panic!("expected Panic, got {other:?}"),
     }
-    assert_eq!(
-        p.exitcode(),
-        Some(1),
-        "a panicking child exits with 1, as Python's exception"
-    );
+    assert_eq!(p.exitcode(), Some(1), "a panicking child exits with 1, as Python's exception");
 }
 
 #[mp::test]
 fn abort_is_signal_6() {
     let mut p = Process::new(aborts, ());
     p.start().unwrap();
-    assert!(matches!(
-        p.join(),
-        Err(Error::WorkerDied {
-            exit: Exit::Signal(6),
-            ..
-        })
-    ));
+    assert!(matches!(p.join(), Err(Error::WorkerDied { exit: Exit::Signal(6), .. })));
     assert_eq!(p.exitcode(), Some(-6));
 }
 
@@ -201,20 +166,8 @@ fn terminate_is_minus_15_and_kill_minus_9() {
     assert_eq!(t.exitcode(), None);
     t.terminate().unwrap();
     k.kill().unwrap();
-    assert!(matches!(
-        t.join(),
-        Err(Error::WorkerDied {
-            exit: Exit::Signal(15),
-            ..
-        })
-    ));
-    assert!(matches!(
-        k.join(),
-        Err(Error::WorkerDied {
-            exit: Exit::Signal(9),
-            ..
-        })
-    ));
+    assert!(matches!(t.join(), Err(Error::WorkerDied { exit: Exit::Signal(15), .. })));
+    assert!(matches!(k.join(), Err(Error::WorkerDied { exit: Exit::Signal(9), .. })));
     assert_eq!(t.exitcode(), Some(-15));
     assert_eq!(k.exitcode(), Some(-9));
     assert!(!t.is_alive());
@@ -228,10 +181,7 @@ fn join_timeout_leaves_the_child_running() {
     let e = p.join_timeout(Duration::from_millis(300)).unwrap_err();
     let waited = t0.elapsed();
     assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
-    assert!(
-        waited >= Duration::from_millis(300),
-        "returned early: {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(300), "returned early: {waited:?}");
     assert!(waited < Duration::from_secs(5), "returned late: {waited:?}");
     assert!(p.is_alive());
     p.kill().unwrap();
@@ -269,10 +219,7 @@ fn names_and_parent() {
     let (name, parent, pid) = p.join().unwrap();
     assert_eq!(name, "inspector");
     assert_eq!(pid, child_pid);
-    assert_eq!(
-        parent,
-        Some(("MainProcess".to_string(), std::process::id()))
-    );
+    assert_eq!(parent, Some(("MainProcess".to_string(), std::process::id())));
     assert_eq!(mp::current_process().name, "MainProcess");
     assert!(mp::parent_process().is_none());
 }
@@ -290,11 +237,7 @@ fn active_children_lists_running_ones() {
     let mut p = Process::new(sleeps, 30_000).name("listed");
     p.start().unwrap();
     let pid = p.pid().unwrap();
-    assert!(
-        mp::active_children()
-            .iter()
-            .any(|c| c.pid == pid && c.name == "listed")
-    );
+    assert!(mp::active_children().iter().any(|c| c.pid == pid && c.name == "listed"));
     p.kill().unwrap();
     let _ = p.join();
     assert!(!mp::active_children().iter().any(|c| c.pid == pid));
@@ -306,30 +249,19 @@ fn nested_children_work() {
     p.start().unwrap();
     let (v, grandchild) = p.join().unwrap();
     assert_eq!(v, 81);
-    assert!(
-        wait_gone(grandchild, Duration::from_secs(5)),
-        "grandchild {grandchild} left behind"
-    );
+    assert!(wait_gone(grandchild, Duration::from_secs(5)), "grandchild {grandchild} left behind");
 }
 
 #[mp::test]
 fn unencodable_argument_is_a_codec_error_before_spawning() {
-    let mut p = Process::new(
-        takes_flattened,
-        Flattened {
-            inner: Inner { a: 1 },
-        },
-    );
+    let mut p = Process::new(takes_flattened, Flattened { inner: Inner { a: 1 } });
     match p.start() {
         Err(Error::Codec { type_name, .. }) => {
             assert!(type_name.contains("Flattened"), "{type_name}")
         }
         other => panic!("expected a Codec error, got {other:?}"),
     }
-    assert!(
-        p.pid().is_none(),
-        "no process may be started for an unencodable argument"
-    );
+    assert!(p.pid().is_none(), "no process may be started for an unencodable argument");
 }
 
 #[mp::test]

@@ -89,12 +89,7 @@ fn an_unknown_kind_is_skipped() {
     let mut ok = header(DATA, 0, 2);
     ok.extend([1, 7]);
     raw.write_all(&ok).unwrap();
-    assert!(
-        conn.recv()
-            .unwrap_err()
-            .to_string()
-            .contains("unknown frame kind 200")
-    );
+    assert!(conn.recv().unwrap_err().to_string().contains("unknown frame kind 200"));
     assert_eq!(conn.recv().unwrap(), vec![7]);
 }
 
@@ -106,11 +101,7 @@ fn an_undecodable_payload_names_the_type() {
     f.extend([1, 200, 0xff]); // a String of 200 bytes that is not there
     raw.write_all(&f).unwrap();
     match conn.recv() {
-        Err(Error::Codec {
-            type_name,
-            direction: mp::CodecDirection::Decode,
-            ..
-        }) => {
+        Err(Error::Codec { type_name, direction: mp::CodecDirection::Decode, .. }) => {
             assert!(type_name.contains("String"), "{type_name}");
         }
         other => panic!("expected a Codec error, got {other:?}"),
@@ -127,12 +118,7 @@ fn send_over_limit(c: Connection<Vec<u8>>) -> (bool, usize) {
     // The frame limit is per process: lower it in this child only.
     mp::set_max_frame_size(100);
     match c.send(vec![0; 1000]) {
-        Err(e) => (
-            e.error
-                .to_string()
-                .contains("exceeds the frame limit of 100 bytes"),
-            e.value.len(),
-        ),
+        Err(e) => (e.error.to_string().contains("exceeds the frame limit of 100 bytes"), e.value.len()),
         Ok(()) => (false, 0),
     }
 }
@@ -159,8 +145,5 @@ fn a_value_over_the_limit_is_refused_before_sending() {
     let (clear_message, handed_back) = p.join().unwrap();
     assert!(clear_message, "the error names the limit");
     assert_eq!(handed_back, 1000, "the value comes back in SendError");
-    assert!(
-        matches!(ours.recv(), Err(Error::Disconnected { .. })),
-        "nothing was written"
-    );
+    assert!(matches!(ours.recv(), Err(Error::Disconnected { .. })), "nothing was written");
 }

@@ -39,50 +39,29 @@ impl Errors {
 }
 
 pub fn parse(attr: TokenStream, allowed: &[&str], errors: &mut Errors) -> Options {
-    let mut opts = Options {
-        krate: syn::parse_quote!(::mp),
-        name: None,
-    };
+    let mut opts = Options { krate: syn::parse_quote!(::mp), name: None };
     let list = match Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(attr.clone()) {
         Ok(l) => l,
         Err(_) => {
             // syn's own error often sits at the end of the input, which is the whole attribute:
             // underline the options instead.
-            errors.add_spanned(
-                &attr,
-                format!(
-                    "expected `key = \"value\"` options ({})",
-                    allowed.join(", ")
-                ),
-            );
+            errors.add_spanned(&attr, format!("expected `key = \"value\"` options ({})", allowed.join(", ")));
             return opts;
         }
     };
     for nv in list {
-        let key = nv
-            .path
-            .get_ident()
-            .map(|i| i.to_string())
-            .unwrap_or_default();
+        let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
         let value = match &nv.value {
-            Expr::Lit(ExprLit {
-                lit: Lit::Str(s), ..
-            }) => s.clone(),
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => s.clone(),
             other => {
-                errors.add(
-                    syn::spanned::Spanned::span(other),
-                    "expected a string literal",
-                );
+                errors.add(syn::spanned::Spanned::span(other), "expected a string literal");
                 continue;
             }
         };
         match key.as_str() {
             "crate" if allowed.contains(&"crate") => match value.parse::<Path>() {
                 Ok(p) => opts.krate = p,
-                Err(_) => errors.add(
-                    value.span(),
-                    "`crate` must be a path, like \"::mp\" or \"my_mp\"",
-                ),
+                Err(_) => errors.add(value.span(), "`crate` must be a path, like \"::mp\" or \"my_mp\""),
             },
             "name" if allowed.contains(&"name") => {
                 if value.value().is_empty() {

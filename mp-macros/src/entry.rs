@@ -7,18 +7,14 @@ use syn::spanned::Spanned;
 
 use crate::args::{self, Errors};
 
-fn parse(
-    attr: TokenStream,
-    item: TokenStream,
-    which: &str,
-) -> Result<(ItemFn, args::Options), TokenStream> {
+fn parse(attr: TokenStream, item: TokenStream, which: &str) -> Result<(ItemFn, args::Options), TokenStream> {
     let mut errors = Errors::default();
     let opts = args::parse(attr, &["crate"], &mut errors);
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(_) => {
-            let e = syn::Error::new(item.span(), format!("#[mp::{which}] goes on a function"))
-                .to_compile_error();
+            let e =
+                syn::Error::new(item.span(), format!("#[mp::{which}] goes on a function")).to_compile_error();
             return Err(quote!(#e #item));
         }
     };
@@ -32,16 +28,10 @@ fn parse(
         );
     }
     if !func.sig.inputs.is_empty() {
-        errors.add_spanned(
-            &func.sig.inputs,
-            format!("#[mp::{which}] functions take no arguments"),
-        );
+        errors.add_spanned(&func.sig.inputs, format!("#[mp::{which}] functions take no arguments"));
     }
     if !func.sig.generics.params.is_empty() {
-        errors.add_spanned(
-            &func.sig.generics,
-            format!("#[mp::{which}] functions cannot be generic"),
-        );
+        errors.add_spanned(&func.sig.generics, format!("#[mp::{which}] functions cannot be generic"));
     }
     match errors.into_tokens() {
         Some(e) => Err(quote!(#e #func)),
@@ -55,12 +45,7 @@ pub fn expand_main(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(t) => return t,
     };
     let krate = &opts.krate;
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-    } = func;
+    let ItemFn { attrs, vis, sig, block } = func;
     let output = &sig.output;
     quote! {
         #(#attrs)*
@@ -82,12 +67,7 @@ pub fn expand_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(t) => return t,
     };
     let krate = &opts.krate;
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-    } = func;
+    let ItemFn { attrs, vis, sig, block } = func;
     let ident = &sig.ident;
     let stmts = &block.stmts;
     quote! {

@@ -50,10 +50,7 @@ fn check(f: &ItemFn, errors: &mut Errors) {
         );
     }
     if let Some(u) = &sig.unsafety {
-        errors.add(
-            u.span(),
-            "a #[mp::worker] cannot be unsafe: wrap the unsafe call in a safe fn",
-        );
+        errors.add(u.span(), "a #[mp::worker] cannot be unsafe: wrap the unsafe call in a safe fn");
     }
     if let Some(abi) = &sig.abi {
         errors.add(abi.span(), "a #[mp::worker] cannot have an extern ABI");
@@ -94,13 +91,13 @@ fn check_type(ty: &Type, errors: &mut Errors, what: &str) {
                  another process (use String for &str, Vec<T> for &[T], T for &T)"
             ),
         ),
-        Type::ImplTrait(i) => errors.add_spanned(
-            i,
-            format!("a #[mp::worker] {what} cannot be `impl Trait`: name a concrete type"),
-        ),
+        Type::ImplTrait(i) => errors
+            .add_spanned(i, format!("a #[mp::worker] {what} cannot be `impl Trait`: name a concrete type")),
         Type::Ptr(p) => errors.add_spanned(
             p,
-            format!("a #[mp::worker] {what} cannot be a raw pointer: addresses mean nothing in another process"),
+            format!(
+                "a #[mp::worker] {what} cannot be a raw pointer: addresses mean nothing in another process"
+            ),
         ),
         Type::Tuple(t) => t.elems.iter().for_each(|e| check_type(e, errors, what)),
         Type::Paren(p) => check_type(&p.elem, errors, what),
@@ -124,12 +121,7 @@ fn check_type(ty: &Type, errors: &mut Errors, what: &str) {
 
 fn generate(func: ItemFn, opts: args::Options) -> TokenStream {
     let krate = &opts.krate;
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-    } = func;
+    let ItemFn { attrs, vis, sig, block } = func;
     let ident = &sig.ident;
     let impl_ident = format_ident!("__mp_worker_{}", ident);
     let dispatch_ident = format_ident!("__mp_dispatch_{}", ident);
@@ -142,9 +134,7 @@ fn generate(func: ItemFn, opts: args::Options) -> TokenStream {
             FnArg::Receiver(_) => None,
         })
         .collect();
-    let names: Vec<_> = (0..tys.len())
-        .map(|i| format_ident!("__mp_arg{}", i))
-        .collect();
+    let names: Vec<_> = (0..tys.len()).map(|i| format_ident!("__mp_arg{}", i)).collect();
     let output: Type = match &sig.output {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, t) => (**t).clone(),
@@ -166,28 +156,20 @@ fn generate(func: ItemFn, opts: args::Options) -> TokenStream {
     let fn_ptr_ty = quote!(fn(#(#tys),*) -> #output);
     let name = match &opts.name {
         Some((n, _)) => quote!(#n),
-        None => quote!(::core::concat!(
-            ::core::module_path!(),
-            "::",
-            ::core::stringify!(#ident)
-        )),
+        None => quote!(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident))),
     };
     // One check per type, spanned at the type, so a non-serde type is reported where written
     // with `Transferable`'s message. The check sits in an array length, which the compiler
     // evaluates while checking item signatures: its error then comes before the generic serde
     // errors of the `Worker` impl's `Args`/`Output` bounds, not after them.
-    let checks = tys
-        .iter()
-        .map(|t| (*t).clone())
-        .chain(std::iter::once(output.clone()))
-        .map(|t| {
-            quote_spanned! {t.span()=>
-                const _: [(); {
-                    #krate::__private::assert_transferable::<#t>();
-                    0
-                }] = [];
-            }
-        });
+    let checks = tys.iter().map(|t| (*t).clone()).chain(std::iter::once(output.clone())).map(|t| {
+        quote_spanned! {t.span()=>
+            const _: [(); {
+                #krate::__private::assert_transferable::<#t>();
+                0
+            }] = [];
+        }
+    });
     let mut impl_sig = sig.clone();
     impl_sig.ident = impl_ident.clone();
     let doc_note = format!(

@@ -63,64 +63,38 @@ pub(crate) struct ReplyHead {
     pub part: Option<Part>,
 }
 
-/// The items of a chunk a `Reply` answers. The payload holds `count` entries, each a tag
-/// byte (0 = output, 1 = `Failure`), a u32 LE length and that many bytes.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+/// The items of a chunk a `Reply` answers. After the header come the encoded outputs of the
+/// items that succeeded, back to back; the others are listed in `failures`.
+#[derive(Serialize, Deserialize, Debug)]
 pub(crate) struct Part {
     /// Index within the chunk of the first item answered.
     pub start: u32,
     pub count: u32,
     /// Whether this is the chunk's last reply.
     pub last: bool,
+    /// `(index within this part, why)` for the items without an output, in order.
+    pub failures: Vec<(u32, Failure)>,
 }
 
 /// Why a task produced no value.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) enum Failure {
-    Panic {
-        message: String,
-        location: Option<String>,
-        backtrace: Option<String>,
-    },
-    UnknownWorker {
-        name: String,
-    },
-    Codec {
-        type_name: String,
-        encode: bool,
-        message: String,
-    },
-    Other {
-        message: String,
-    },
+    Panic { message: String, location: Option<String>, backtrace: Option<String> },
+    UnknownWorker { name: String },
+    Codec { type_name: String, encode: bool, message: String },
+    Other { message: String },
 }
 
 impl Failure {
     pub fn into_error(self, worker: &str) -> Error {
         match self {
-            Failure::Panic {
-                message,
-                location,
-                backtrace,
-            } => Error::Panic {
-                worker: worker.to_string(),
-                message,
-                location,
-                backtrace,
-                index: None,
-            },
+            Failure::Panic { message, location, backtrace } => {
+                Error::Panic { worker: worker.to_string(), message, location, backtrace, index: None }
+            }
             Failure::UnknownWorker { name } => Error::UnknownWorker { name },
-            Failure::Codec {
+            Failure::Codec { type_name, encode, message } => Error::Codec {
                 type_name,
-                encode,
-                message,
-            } => Error::Codec {
-                type_name,
-                direction: if encode {
-                    CodecDirection::Encode
-                } else {
-                    CodecDirection::Decode
-                },
+                direction: if encode { CodecDirection::Encode } else { CodecDirection::Decode },
                 message: format!("in the worker process: {message}"),
             },
             Failure::Other { message } => Error::invalid(message),
@@ -130,18 +104,10 @@ impl Failure {
     fn from_error(e: Error) -> Failure {
         match e {
             Error::UnknownWorker { name } => Failure::UnknownWorker { name },
-            Error::Codec {
-                type_name,
-                direction,
-                message,
-            } => Failure::Codec {
-                type_name,
-                encode: direction == CodecDirection::Encode,
-                message,
-            },
-            other => Failure::Other {
-                message: other.to_string(),
-            },
+            Error::Codec { type_name, direction, message } => {
+                Failure::Codec { type_name, encode: direction == CodecDirection::Encode, message }
+            }
+            other => Failure::Other { message: other.to_string() },
         }
     }
 }
@@ -156,11 +122,7 @@ pub(crate) struct Identity {
 static IDENTITY: OnceLock<Identity> = OnceLock::new();
 
 pub(crate) fn identity() -> &'static Identity {
-    IDENTITY.get_or_init(|| Identity {
-        name: "MainProcess".into(),
-        parent: None,
-        daemon: false,
-    })
+    IDENTITY.get_or_init(|| Identity { name: "MainProcess".into(), parent: None, daemon: false })
 }
 
 /// Prepares this process for mp. Call it first in `main`; `#[mp::main]` and `#[mp::test]` do.
@@ -213,18 +175,13 @@ pub fn try_init() -> Result<(), Error> {
 /// `#[mp::test]`: remembers which test to re-run in children, then `init()`.
 pub fn test_init(full_path: &str) {
     // module_path!() starts with the crate name, which libtest's test names leave out.
-    let name = full_path
-        .split_once("::")
-        .map_or(full_path, |(_, rest)| rest);
+    let name = full_path.split_once("::").map_or(full_path, |(_, rest)| rest);
     spawn::set_test_name(name.to_string());
     init();
 }
 
 fn child_main() -> ! {
-    let parent: u32 = std::env::var(ENV_PARENT)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let parent: u32 = std::env::var(ENV_PARENT).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     // Arm the parent-death signal first, then check the parent is still the one that started
     // us: if it died in between, the signal will never come.
     let _ = sys::set_parent_death_kill();
@@ -259,10 +216,7 @@ fn serve(sock: OwnedFd) -> i32 {
             Err(e) => return fatal(&e),
         },
         Ok(f) => {
-            return fatal(&Error::Protocol(format!(
-                "expected Setup, got {:?}",
-                f.kind
-            )));
+            return fatal(&Error::Protocol(format!("expected Setup, got {:?}", f.kind)));
         }
         Err(Error::Disconnected { .. }) => return 0,
         Err(e) => return fatal(&e),
@@ -270,15 +224,9 @@ fn serve(sock: OwnedFd) -> i32 {
     let one_shot = setup.one_shot;
     let parent_name = setup.parent_name;
     if let Some(bytes) = setup.max_memory {
-        let lim = rustix::process::Rlimit {
-            current: Some(bytes),
-            maximum: Some(bytes),
-        };
+        let lim = rustix::process::Rlimit { current: Some(bytes), maximum: Some(bytes) };
         if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::As, lim) {
-            eprintln!(
-                "mp child {}: cannot set the memory limit: {e}",
-                std::process::id()
-            );
+            eprintln!("mp child {}: cannot set the memory limit: {e}", std::process::id());
         }
     }
     if let Some((name, args)) = &setup.initializer {
@@ -286,13 +234,8 @@ fn serve(sock: OwnedFd) -> i32 {
         if let Err(failure) = call(INIT_FAILED, name, &mut args, Vec::new()) {
             // Tell the pool why this worker cannot serve, then leave.
             let mut out = OutFrame::new(Kind::Reply);
-            let head = ReplyHead {
-                id: INIT_FAILED,
-                failure: Some(failure),
-                part: None,
-            };
-            let _ =
-                codec::encode_into(&head, &mut out.buf).and_then(|()| out.send(sock.as_fd(), what));
+            let head = ReplyHead { id: INIT_FAILED, failure: Some(failure), part: None };
+            let _ = codec::encode_into(&head, &mut out.buf).and_then(|()| out.send(sock.as_fd(), what));
             return 3;
         }
     }
@@ -320,11 +263,7 @@ fn serve(sock: OwnedFd) -> i32 {
                     // A result over the frame limit: tell the parent instead of vanishing.
                     Err(Error::Protocol(message)) => {
                         let mut out = OutFrame::new(Kind::Reply);
-                        let head = ReplyHead {
-                            id,
-                            failure: Some(Failure::Other { message }),
-                            part: None,
-                        };
+                        let head = ReplyHead { id, failure: Some(Failure::Other { message }), part: None };
                         let sent = codec::encode_into(&head, &mut out.buf)
                             .and_then(|()| out.send(sock.as_fd(), what));
                         if let Err(e) = sent {
@@ -339,9 +278,7 @@ fn serve(sock: OwnedFd) -> i32 {
             }
             Kind::Shutdown => return 0,
             other => {
-                return fatal(&Error::Protocol(format!(
-                    "unexpected {other:?} frame in a child"
-                )));
+                return fatal(&Error::Protocol(format!("unexpected {other:?} frame in a child")));
             }
         }
     }
@@ -363,11 +300,7 @@ pub(crate) fn run_task(payload: &[u8], fds: Vec<OwnedFd>) -> (u64, OutFrame, boo
         Err(failure) => {
             let panicked = matches!(failure, Failure::Panic { .. });
             let mut out = OutFrame::new(Kind::Reply);
-            let head = ReplyHead {
-                id,
-                failure: Some(failure),
-                part: None,
-            };
+            let head = ReplyHead { id, failure: Some(failure), part: None };
             codec::encode_into(&head, &mut out.buf).expect("a failure always encodes");
             (id, out, panicked)
         }
@@ -378,15 +311,8 @@ pub(crate) fn run_task(payload: &[u8], fds: Vec<OwnedFd>) -> (u64, OutFrame, boo
 fn call(id: u64, name: &str, args: &mut &[u8], fds: Vec<OwnedFd>) -> Result<OutFrame, Failure> {
     let entry = registry::lookup(name).map_err(Failure::from_error)?;
     let mut out = OutFrame::new(Kind::Reply);
-    codec::encode_into(
-        &ReplyHead {
-            id,
-            failure: None,
-            part: None,
-        },
-        &mut out.buf,
-    )
-    .map_err(Failure::from_error)?;
+    codec::encode_into(&ReplyHead { id, failure: None, part: None }, &mut out.buf)
+        .map_err(Failure::from_error)?;
     let (result, out_fds) = codec::collecting_fds(|| {
         codec::with_fds(fds, || {
             IN_TASK.with(|t| t.set(true));
@@ -406,15 +332,11 @@ fn catch(f: impl FnOnce() -> Result<(), Error>) -> Result<(), Failure> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Failure::from_error(e)),
-        Err(payload) => {
-            Err(PANIC
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_else(|| Failure::Panic {
-                    message: panic_message(payload.as_ref()),
-                    location: None,
-                    backtrace: None,
-                }))
-        }
+        Err(payload) => Err(PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| Failure::Panic {
+            message: panic_message(payload.as_ref()),
+            location: None,
+            backtrace: None,
+        })),
     }
 }
 
@@ -427,6 +349,7 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
     let (head, mut args) = codec::decode_prefix::<TaskHead<'_>>(payload)?;
     let entry = registry::lookup(&head.worker).map_err(Failure::from_error);
     let mut body: Vec<u8> = Vec::with_capacity(args.len() + 64);
+    let mut failures: Vec<(u32, Failure)> = Vec::new();
     let (mut start, mut count) = (0u32, 0u32);
     start_flush_ticker();
     let mut broken: Option<Failure> = None;
@@ -434,21 +357,11 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
         // One relaxed load per item: reading the clock here would cost more than tiny tasks.
         if count > 0 && FLUSH_DUE.load(Ordering::Relaxed) {
             FLUSH_DUE.store(false, Ordering::Relaxed);
-            flush(
-                sock,
-                head.id,
-                Part {
-                    start,
-                    count,
-                    last: false,
-                },
-                &mut body,
-                what,
-            )?;
+            let part = Part { start, count, last: false, failures: std::mem::take(&mut failures) };
+            flush(sock, head.id, part, &mut body, what)?;
             (start, count) = (i, 0);
         }
-        let tag_at = body.len();
-        body.extend_from_slice(&[0; 5]);
+        let at = body.len();
         let outcome = match (&entry, &broken) {
             (Err(f), _) | (_, Some(f)) => Err(f.clone()),
             (Ok(entry), None) => {
@@ -463,25 +376,13 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
             if matches!(failure, Failure::Codec { encode: false, .. }) {
                 broken = Some(failure.clone());
             }
-            body.truncate(tag_at + 5);
-            body[tag_at] = 1;
-            codec::encode_into(&failure, &mut body)?;
+            body.truncate(at);
+            failures.push((count, failure));
         }
-        let len = (body.len() - tag_at - 5) as u32;
-        body[tag_at + 1..tag_at + 5].copy_from_slice(&len.to_le_bytes());
         count += 1;
     }
-    flush(
-        sock,
-        head.id,
-        Part {
-            start,
-            count,
-            last: true,
-        },
-        &mut body,
-        what,
-    )
+    let part = Part { start, count, last: true, failures };
+    flush(sock, head.id, part, &mut body, what)
 }
 
 static FLUSH_DUE: AtomicBool = AtomicBool::new(false);
@@ -490,36 +391,22 @@ static FLUSH_DUE: AtomicBool = AtomicBool::new(false);
 fn start_flush_ticker() {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
-        let _ = std::thread::Builder::new()
-            .name("mp-flush-ticker".into())
-            .spawn(|| {
-                loop {
-                    std::thread::sleep(FLUSH_EVERY);
-                    FLUSH_DUE.store(true, Ordering::Relaxed);
-                }
-            });
+        let _ = std::thread::Builder::new().name("mp-flush-ticker".into()).spawn(|| {
+            loop {
+                std::thread::sleep(FLUSH_EVERY);
+                FLUSH_DUE.store(true, Ordering::Relaxed);
+            }
+        });
     });
 }
 
-fn flush(
-    sock: BorrowedFd<'_>,
-    id: u64,
-    part: Part,
-    body: &mut Vec<u8>,
-    what: &str,
-) -> Result<(), Error> {
-    let mut out = OutFrame::with_capacity(Kind::Reply, body.len() + 32);
-    codec::encode_into(
-        &ReplyHead {
-            id,
-            failure: None,
-            part: Some(part),
-        },
-        &mut out.buf,
-    )?;
-    out.buf.extend_from_slice(body);
+fn flush(sock: BorrowedFd<'_>, id: u64, part: Part, body: &mut Vec<u8>, what: &str) -> Result<(), Error> {
+    let mut head = Vec::with_capacity(32);
+    codec::encode_into(&ReplyHead { id, failure: None, part: Some(part) }, &mut head)?;
+    // Header and outputs go out in one vectored write: the outputs are not copied.
+    let r = wire::send_parts(sock, Kind::Reply, &[&head, body], what);
     body.clear();
-    out.send(sock, what)
+    r
 }
 
 thread_local! {
@@ -548,13 +435,7 @@ fn install_panic_hook() {
             let bt = std::backtrace::Backtrace::capture();
             let backtrace =
                 (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| bt.to_string());
-            PANIC.with(|p| {
-                *p.borrow_mut() = Some(Failure::Panic {
-                    message,
-                    location,
-                    backtrace,
-                })
-            });
+            PANIC.with(|p| *p.borrow_mut() = Some(Failure::Panic { message, location, backtrace }));
         } else {
             default(info);
         }

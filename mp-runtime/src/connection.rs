@@ -32,19 +32,13 @@ impl<T> SendError<T> {
 
 impl<T> fmt::Debug for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendError")
-            .field("error", &self.error)
-            .finish_non_exhaustive()
+        f.debug_struct("SendError").field("error", &self.error).finish_non_exhaustive()
     }
 }
 
 impl<T> fmt::Display for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "send failed (the value is in SendError::value): {}",
-            self.error
-        )
+        write!(f, "send failed (the value is in SendError::value): {}", self.error)
     }
 }
 
@@ -122,10 +116,7 @@ impl Pipe {
     #[allow(clippy::new_ret_no_self)]
     pub fn new<T>() -> Result<(Connection<T>, Connection<T>), Error> {
         let (a, b) = sys::socketpair().map_err(|e| Error::io("creating a pipe", e))?;
-        Ok((
-            Connection::from_fd(a, true, true),
-            Connection::from_fd(b, true, true),
-        ))
+        Ok((Connection::from_fd(a, true, true), Connection::from_fd(b, true, true)))
     }
 
     /// A one-way pair `(receiver, sender)`, like Python's `Pipe(duplex=False)`.
@@ -142,10 +133,7 @@ impl Pipe {
         let (a, b) = sys::socketpair().map_err(|e| Error::io("creating a pipe", e))?;
         let _ = rustix::net::shutdown(&a, rustix::net::Shutdown::Write);
         let _ = rustix::net::shutdown(&b, rustix::net::Shutdown::Read);
-        Ok((
-            Connection::from_fd(a, true, false),
-            Connection::from_fd(b, false, true),
-        ))
+        Ok((Connection::from_fd(a, true, false), Connection::from_fd(b, false, true)))
     }
 }
 
@@ -172,14 +160,10 @@ impl<T> Connection<T> {
     }
 
     fn inner(&self, reading: bool) -> Result<&Inner, Error> {
-        let inner = self.inner.as_ref().ok_or(Error::Closed {
-            what: "this Connection",
-        })?;
+        let inner = self.inner.as_ref().ok_or(Error::Closed { what: "this Connection" })?;
         match (reading, inner.readable, inner.writable) {
             (true, false, _) => Err(Error::invalid("this end of a simplex Pipe can only send")),
-            (false, _, false) => Err(Error::invalid(
-                "this end of a simplex Pipe can only receive",
-            )),
+            (false, _, false) => Err(Error::invalid("this end of a simplex Pipe can only receive")),
             _ => Ok(inner),
         }
     }
@@ -205,9 +189,7 @@ impl<T> Connection<T> {
     /// assert_eq!(b.recv().unwrap(), vec![1]);
     /// ```
     pub fn set_max_message_size(&self, bytes: u64) -> Result<(), Error> {
-        let inner = self.inner.as_ref().ok_or(Error::Closed {
-            what: "this Connection",
-        })?;
+        let inner = self.inner.as_ref().ok_or(Error::Closed { what: "this Connection" })?;
         inner.reader.lock().unwrap_or_else(|p| p.into_inner()).limit = Some(bytes);
         Ok(())
     }
@@ -240,8 +222,7 @@ impl<T> Connection<T> {
 
     /// [`recv_bytes`](Self::recv_bytes) with a timeout.
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, Error> {
-        self.recv_frame(Some(Instant::now() + timeout), Some(timeout), Kind::Bytes)
-            .map(|f| f.payload)
+        self.recv_frame(Some(Instant::now() + timeout), Some(timeout), Kind::Bytes).map(|f| f.payload)
     }
 
     /// Whether a message can be received without blocking, waiting up to `timeout` for one
@@ -249,12 +230,7 @@ impl<T> Connection<T> {
     /// reports `Disconnected` at once.
     pub fn poll(&self, timeout: Duration) -> Result<bool, Error> {
         let inner = self.inner(true)?;
-        if inner
-            .reader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .has_buffered()
-        {
+        if inner.reader.lock().unwrap_or_else(|p| p.into_inner()).has_buffered() {
             return Ok(true);
         }
         sys::wait_readable(inner.fd.as_fd(), Some(Instant::now() + timeout))
@@ -276,10 +252,9 @@ impl<T> Connection<T> {
                  recv_bytes, send with recv)",
                 f.kind
             ))),
-            Err(Error::Timeout { what, .. }) => Err(Error::Timeout {
-                what,
-                after: timeout.unwrap_or_default(),
-            }),
+            Err(Error::Timeout { what, .. }) => {
+                Err(Error::Timeout { what, after: timeout.unwrap_or_default() })
+            }
             Err(e) => Err(e),
         }
     }
@@ -344,23 +319,15 @@ struct Wire {
 
 impl<T> Serialize for Connection<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let inner = self.inner.as_ref().ok_or_else(|| {
-            S::Error::custom(codec::custom_error(
-                "cannot send a closed Connection".into(),
-            ))
-        })?;
+        let inner = self
+            .inner
+            .as_ref()
+            .ok_or_else(|| S::Error::custom(codec::custom_error("cannot send a closed Connection".into())))?;
         let dup = inner.fd.try_clone().map_err(|e| {
-            S::Error::custom(codec::custom_error(format!(
-                "cannot duplicate a Connection: {e}"
-            )))
+            S::Error::custom(codec::custom_error(format!("cannot duplicate a Connection: {e}")))
         })?;
         let fd = codec::push_fd(dup, "Connection").map_err(S::Error::custom)?;
-        Wire {
-            fd,
-            readable: inner.readable,
-            writable: inner.writable,
-        }
-        .serialize(s)
+        Wire { fd, readable: inner.readable, writable: inner.writable }.serialize(s)
     }
 }
 

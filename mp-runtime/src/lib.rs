@@ -18,9 +18,7 @@ pub use bootstrap::{init, try_init};
 pub use connection::{Connection, Pipe, SendError};
 pub use error::{CodecDirection, Error, Exit, Result};
 pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
-pub use process::{
-    Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
-};
+pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use registry::{Transferable, Worker, registered_workers};
 pub use wire::{max_frame_size, set_max_frame_size};
 

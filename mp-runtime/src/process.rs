@@ -35,22 +35,10 @@ pub(crate) struct ChildOptions {
 }
 
 /// Starts a child, registers it, and sends its `Setup`. Shared by `Process` and `Pool`.
-pub(crate) fn start_child(
-    name: String,
-    opts: ChildOptions,
-) -> Result<(Arc<Tracked>, OwnedFd), Error> {
-    let ChildOptions {
-        daemon,
-        one_shot,
-        initializer,
-        max_memory,
-    } = opts;
+pub(crate) fn start_child(name: String, opts: ChildOptions) -> Result<(Arc<Tracked>, OwnedFd), Error> {
+    let ChildOptions { daemon, one_shot, initializer, max_memory } = opts;
     let (child, sock) = spawn::spawn_child()?;
-    let tracked = Arc::new(Tracked {
-        child,
-        name,
-        daemon,
-    });
+    let tracked = Arc::new(Tracked { child, name, daemon });
     children().push(tracked.clone());
     let setup = Setup {
         name: tracked.name.clone(),
@@ -72,11 +60,7 @@ pub(crate) fn start_child(
 /// Encodes a task frame for worker `W`; the arguments' handles ride along.
 pub(crate) fn task_frame<W: Worker>(id: u64, args: &W::Args) -> Result<OutFrame, Error> {
     let mut frame = OutFrame::new(Kind::Task);
-    let head = TaskHead {
-        id,
-        worker: W::NAME.into(),
-        items: 0,
-    };
+    let head = TaskHead { id, worker: W::NAME.into(), items: 0 };
     codec::encode_into(&head, &mut frame.buf)?;
     frame.fds = codec::encode_with_fds(args, &mut frame.buf, codec::Route::Local)?;
     Ok(frame)
@@ -141,11 +125,7 @@ pub struct ProcessInfo {
 /// ```
 pub fn current_process() -> ProcessInfo {
     let id = bootstrap::identity();
-    ProcessInfo {
-        name: id.name.clone(),
-        pid: std::process::id(),
-        daemon: id.daemon,
-    }
+    ProcessInfo { name: id.name.clone(), pid: std::process::id(), daemon: id.daemon }
 }
 
 /// The process that started this one, or `None` in the main process.
@@ -157,14 +137,11 @@ pub fn current_process() -> ProcessInfo {
 /// assert!(mp::parent_process().is_none());
 /// ```
 pub fn parent_process() -> Option<ProcessInfo> {
-    bootstrap::identity()
-        .parent
-        .as_ref()
-        .map(|(name, pid)| ProcessInfo {
-            name: name.clone(),
-            pid: *pid,
-            daemon: false,
-        })
+    bootstrap::identity().parent.as_ref().map(|(name, pid)| ProcessInfo {
+        name: name.clone(),
+        pid: *pid,
+        daemon: false,
+    })
 }
 
 /// The children of this process that are still running (finished ones are reaped, as in
@@ -179,13 +156,7 @@ pub fn parent_process() -> Option<ProcessInfo> {
 pub fn active_children() -> Vec<ProcessInfo> {
     let mut list = children();
     list.retain(|t| t.child.try_exit().is_none());
-    list.iter()
-        .map(|t| ProcessInfo {
-            name: t.name.clone(),
-            pid: t.child.pid,
-            daemon: t.daemon,
-        })
-        .collect()
+    list.iter().map(|t| ProcessInfo { name: t.name.clone(), pid: t.child.pid, daemon: t.daemon }).collect()
 }
 
 /// The number of CPUs this process may use (affinity and cgroup quotas included).
@@ -304,11 +275,7 @@ impl<W: Worker> Process<W> {
         let frame = task_frame::<W>(0, args)?;
         let (tracked, sock) = start_child(
             self.name.clone(),
-            ChildOptions {
-                daemon: self.daemon,
-                one_shot: true,
-                ..Default::default()
-            },
+            ChildOptions { daemon: self.daemon, one_shot: true, ..Default::default() },
         )?;
         if let Err(e) = frame.send(sock.as_fd(), "the child's channel") {
             tracked.child.kill_and_reap();
@@ -316,11 +283,7 @@ impl<W: Worker> Process<W> {
             return Err(e);
         }
         self.args = None; // our copies of passed handles close now
-        self.state = State::Running(Running {
-            tracked,
-            sock,
-            reader: FrameReader::new(),
-        });
+        self.state = State::Running(Running { tracked, sock, reader: FrameReader::new() });
         Ok(())
     }
 
@@ -381,10 +344,9 @@ impl<W: Worker> Process<W> {
             Ok(frame) if frame.kind == Kind::Reply => {
                 decode_reply::<W>(&frame.payload, frame.fds).map(|(_, r)| r)
             }
-            Ok(frame) => Err(Error::Protocol(format!(
-                "{what} sent a {:?} frame instead of its result",
-                frame.kind
-            ))),
+            Ok(frame) => {
+                Err(Error::Protocol(format!("{what} sent a {:?} frame instead of its result", frame.kind)))
+            }
             Err(Error::Timeout { .. }) => {
                 return Err(Error::Timeout {
                     what: format!("join of {what}"),
@@ -443,9 +405,7 @@ impl<W: Worker> Process<W> {
     /// The exit code once the child has ended: the code it exited with (0 after a normal
     /// return, 1 after a panic), or minus the signal that killed it. `None` while running.
     pub fn exitcode(&self) -> Option<i32> {
-        self.tracked()
-            .and_then(|t| t.child.try_exit())
-            .and_then(Exit::exitcode)
+        self.tracked().and_then(|t| t.child.try_exit()).and_then(Exit::exitcode)
     }
 
     /// Sends SIGTERM.
@@ -461,10 +421,7 @@ impl<W: Worker> Process<W> {
     fn send_signal(&self, sig: i32) -> Result<(), Error> {
         match self.tracked() {
             Some(t) => t.child.signal(sig),
-            None => Err(Error::invalid(format!(
-                "process `{}` was not started",
-                self.name
-            ))),
+            None => Err(Error::invalid(format!("process `{}` was not started", self.name))),
         }
     }
 }

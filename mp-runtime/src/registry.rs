@@ -71,8 +71,7 @@ pub fn dispatch<W: Worker>(w: W, args: &mut &[u8], out: &mut Vec<u8>) -> Result<
     crate::wire::codec::encode_into(&output, out)
 }
 
-static TABLE: OnceLock<Result<HashMap<&'static str, &'static WorkerEntry>, String>> =
-    OnceLock::new();
+static TABLE: OnceLock<Result<HashMap<&'static str, &'static WorkerEntry>, String>> = OnceLock::new();
 
 /// Builds the name table, reporting duplicate names with both locations.
 pub(crate) fn check() -> Result<(), Error> {
@@ -93,11 +92,7 @@ fn table() -> Result<&'static HashMap<&'static str, &'static WorkerEntry>, Error
                     ));
                 }
             }
-            if dups.is_empty() {
-                Ok(map)
-            } else {
-                Err(dups.join("\n"))
-            }
+            if dups.is_empty() { Ok(map) } else { Err(dups.join("\n")) }
         })
         .as_ref()
         .map_err(|e| Error::invalid(e.clone()))
@@ -105,12 +100,7 @@ fn table() -> Result<&'static HashMap<&'static str, &'static WorkerEntry>, Error
 
 /// Finds a worker by name.
 pub(crate) fn lookup(name: &str) -> Result<&'static WorkerEntry, Error> {
-    table()?
-        .get(name)
-        .copied()
-        .ok_or_else(|| Error::UnknownWorker {
-            name: name.to_string(),
-        })
+    table()?.get(name).copied().ok_or_else(|| Error::UnknownWorker { name: name.to_string() })
 }
 
 /// The names of every registered worker (sorted), e.g. for diagnostics.
@@ -124,10 +114,7 @@ pub(crate) fn lookup(name: &str) -> Result<&'static WorkerEntry, Error> {
 /// assert!(mp::registered_workers().iter().any(|n| n.ends_with("::noop")));
 /// ```
 pub fn registered_workers() -> Vec<&'static str> {
-    let mut v: Vec<_> = inventory::iter::<WorkerEntry>
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let mut v: Vec<_> = inventory::iter::<WorkerEntry>.into_iter().map(|e| e.name).collect();
     v.sort_unstable();
     v
 }

@@ -157,22 +157,10 @@ pub(crate) fn spawn_child() -> Result<(Child, OwnedFd), Error> {
     let theirs = sys::dup_cloexec_min(theirs.as_fd(), 10).map_err(|e| Error::io("dup", e))?;
 
     let mut args: Vec<CString> = Vec::with_capacity(8);
-    args.push(
-        std::env::args_os()
-            .next()
-            .and_then(cstring)
-            .unwrap_or_else(|| c"mp-child".into()),
-    );
+    args.push(std::env::args_os().next().and_then(cstring).unwrap_or_else(|| c"mp-child".into()));
     if let Some(test) = TEST_NAME.get() {
         // A test binary: re-run exactly one #[mp::test]; its first statement is mp::init().
-        for a in [
-            test.as_str(),
-            "--exact",
-            "--nocapture",
-            "--include-ignored",
-            "--test-threads=1",
-            "-q",
-        ] {
+        for a in [test.as_str(), "--exact", "--nocapture", "--include-ignored", "--test-threads=1", "-q"] {
             args.push(CString::new(a).map_err(|_| Error::invalid("test name contains NUL"))?);
         }
     }
@@ -194,29 +182,14 @@ pub(crate) fn spawn_child() -> Result<(Child, OwnedFd), Error> {
 
     let (reply, rx) = sync_channel(1);
     spawner()?
-        .send(Request {
-            args,
-            env,
-            ipc: theirs,
-            quiet_stdout,
-            reply,
-        })
+        .send(Request { args, env, ipc: theirs, quiet_stdout, reply })
         .map_err(|_| Error::invalid("the mp spawner thread is gone"))?;
     let pid = rx
         .recv()
         .map_err(|_| Error::invalid("the mp spawner thread is gone"))?
-        .map_err(|e| {
-            Error::io(
-                "starting a child process (posix_spawn of /proc/self/exe)",
-                e,
-            )
-        })?;
+        .map_err(|e| Error::io("starting a child process (posix_spawn of /proc/self/exe)", e))?;
     // The pid is our unreaped child, so it cannot have been recycled yet.
     let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
-    let child = Child {
-        pid: pid.as_raw_nonzero().get() as u32,
-        pidfd,
-        exit: Mutex::new(None),
-    };
+    let child = Child { pid: pid.as_raw_nonzero().get() as u32, pidfd, exit: Mutex::new(None) };
     Ok((child, ours))
 }

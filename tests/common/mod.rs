@@ -9,9 +9,7 @@ pub fn is_gone(pid: u32) -> bool {
         Err(_) => true,
         Ok(stat) => {
             // The state follows the command name's closing parenthesis.
-            let state = stat
-                .rsplit_once(')')
-                .map(|(_, r)| r.trim_start().chars().next());
+            let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next());
             matches!(state, Some(Some('Z' | 'X')))
         }
     }

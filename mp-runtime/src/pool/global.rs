@@ -56,10 +56,7 @@ pub(super) fn set_global(pool: Pool) -> Result<(), Error> {
 /// ```
 pub trait ParMap: Worker {
     /// `Pool::map` on the default pool: results in input order, or the first failure.
-    fn par_map<I: IntoIterator<Item = Self::Args>>(
-        self,
-        items: I,
-    ) -> Result<Vec<Self::Output>, Error> {
+    fn par_map<I: IntoIterator<Item = Self::Args>>(self, items: I) -> Result<Vec<Self::Output>, Error> {
         global_pool()?.map(self, items)
     }
 

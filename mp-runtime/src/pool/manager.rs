@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::bootstrap::{Failure, INIT_FAILED, Part, ReplyHead, TaskHead};
 use crate::error::{Error, Exit};
-use crate::pool::results::{Collector, Delivery, entry};
+use crate::pool::results::{Collector, Delivery};
 use crate::pool::{PoolStats, WorkerStats};
 use crate::process::{self, ChildOptions, Tracked};
 use crate::sys;
@@ -78,20 +78,10 @@ impl Task {
     fn frame(&self, id: u64) -> Result<OutFrame, Error> {
         let mut f = OutFrame::with_capacity(Kind::Task, self.args.len() + 64);
         let items = if self.single { 0 } else { self.items() as u32 };
-        codec::encode_into(
-            &TaskHead {
-                id,
-                worker: self.worker.into(),
-                items,
-            },
-            &mut f.buf,
-        )?;
+        codec::encode_into(&TaskHead { id, worker: self.worker.into(), items }, &mut f.buf)?;
         f.buf.extend_from_slice(&self.args);
         for fd in &self.fds {
-            f.fds.push(
-                fd.try_clone()
-                    .map_err(|e| Error::io("dup of a task's handle", e))?,
-            );
+            f.fds.push(fd.try_clone().map_err(|e| Error::io("dup of a task's handle", e))?);
         }
         Ok(f)
     }
@@ -100,10 +90,7 @@ impl Task {
     fn fail_from(&self, from: usize, err: impl Fn(usize) -> Error) {
         for i in from..self.items() {
             let index = self.first + i;
-            self.collector.push(Delivery::One {
-                index,
-                result: Err(err(index)),
-            });
+            self.collector.push(Delivery::One { index, result: Err(err(index)) });
         }
     }
 }
@@ -210,10 +197,7 @@ impl Manager {
         {
             let mut st = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
             for s in &slots {
-                st.workers.push(WorkerStats {
-                    pid: s.tracked.child.pid,
-                    ..Default::default()
-                });
+                st.workers.push(WorkerStats { pid: s.tracked.child.pid, ..Default::default() });
             }
         }
         Manager {
@@ -242,8 +226,8 @@ impl Manager {
                     t.fail_from(0, |_| failure.clone().into_error(worker));
                 }
             }
-            let busy = !self.pending.is_empty()
-                || self.slots.iter().flatten().any(|s| !s.inflight.is_empty());
+            let busy =
+                !self.pending.is_empty() || self.slots.iter().flatten().any(|s| !s.inflight.is_empty());
             if closed && !busy {
                 self.shutdown();
                 return;
@@ -266,10 +250,7 @@ impl Manager {
                         self.slots[i] = Some(s);
                         self.stats(|st| {
                             st.workers_respawned += 1;
-                            st.workers.push(WorkerStats {
-                                pid,
-                                ..Default::default()
-                            });
+                            st.workers.push(WorkerStats { pid, ..Default::default() });
                         });
                     }
                     Err(e) => {
@@ -290,11 +271,7 @@ impl Manager {
     fn dispatch(&mut self) {
         // Short tasks: keep more queued at each worker, so the round trip to the manager is
         // hidden; long tasks: little, so work spreads evenly.
-        let depth = self
-            .shared
-            .config
-            .depth
-            .unwrap_or(if self.avg_task < SHORT_TASK { 8 } else { 2 });
+        let depth = self.shared.config.depth.unwrap_or(if self.avg_task < SHORT_TASK { 8 } else { 2 });
         let max = self.shared.config.maxtasksperchild;
         for slot in self.slots.iter_mut().flatten() {
             while slot.inflight.len() < depth && !slot.retiring {
@@ -314,11 +291,7 @@ impl Manager {
                             slot.since = Instant::now();
                         }
                         slot.writes.push_back(f);
-                        slot.inflight.push_back(InFlight {
-                            id,
-                            task,
-                            answered: 0,
-                        });
+                        slot.inflight.push_back(InFlight { id, task, answered: 0 });
                     }
                     Err(e) => {
                         let msg = e.to_string();
@@ -340,9 +313,7 @@ impl Manager {
     }
 
     fn poll_once(&mut self) {
-        let live: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].is_some())
-            .collect();
+        let live: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].is_some()).collect();
         let ready = {
             let mut fds = vec![(self.shared.wake.as_fd(), false)];
             for &i in &live {
@@ -377,11 +348,8 @@ impl Manager {
             if slot.written == 0 {
                 front.seal().map_err(|_| ())?;
             }
-            let fds: Vec<_> = if slot.written == 0 {
-                front.fds.iter().map(|f| f.as_fd()).collect()
-            } else {
-                Vec::new()
-            };
+            let fds: Vec<_> =
+                if slot.written == 0 { front.fds.iter().map(|f| f.as_fd()).collect() } else { Vec::new() };
             let n = sys::send_nonblocking(slot.sock.as_fd(), &[&front.buf[slot.written..]], &fds)
                 .map_err(|_| ())?;
             if n == 0 {
@@ -415,15 +383,8 @@ impl Manager {
         let (head, rest) = codec::decode_prefix::<ReplyHead>(&payload).map_err(|_| ())?;
         let offset = payload.len() - rest.len();
         if head.id == INIT_FAILED {
-            let failure = head.failure.unwrap_or(Failure::Other {
-                message: "initializer failed".into(),
-            });
-            let name = self
-                .shared
-                .config
-                .initializer
-                .as_ref()
-                .map_or(String::new(), |(n, _)| n.clone());
+            let failure = head.failure.unwrap_or(Failure::Other { message: "initializer failed".into() });
+            let name = self.shared.config.initializer.as_ref().map_or(String::new(), |(n, _)| n.clone());
             self.init_failure = Some((name, failure));
             return Err(()); // the worker exits; no replacement is started
         }
@@ -447,33 +408,14 @@ impl Manager {
                         Ok((payload, offset, fds))
                     }
                 };
-                (
-                    Delivery::One {
-                        index: fl.task.first,
-                        result,
-                    },
-                    true,
-                )
+                (Delivery::One { index: fl.task.first, result }, true)
             }
-            Some(Part { start, count, last }) => {
-                let mut walk = rest;
-                for _ in 0..count {
-                    match entry(&mut walk) {
-                        Ok((0, _)) => ok += 1,
-                        _ => failed += 1,
-                    }
-                }
+            Some(Part { start, count, last, failures }) => {
+                failed += failures.len() as u64;
+                ok += u64::from(count) - failures.len() as u64;
                 fl.answered = start as usize + count as usize;
                 let first = fl.task.first + start as usize;
-                (
-                    Delivery::Part {
-                        first,
-                        count: count as usize,
-                        payload,
-                        offset,
-                    },
-                    last,
-                )
+                (Delivery::Part { first, count: count as usize, payload, offset, failures }, last)
             }
         };
         let took = now - slot.since;
@@ -505,8 +447,7 @@ impl Manager {
         };
         let now = Instant::now();
         for slot in self.slots.iter_mut().flatten() {
-            if !slot.inflight.is_empty() && !slot.killed_for_timeout && now >= slot.since + timeout
-            {
+            if !slot.inflight.is_empty() && !slot.killed_for_timeout && now >= slot.since + timeout {
                 // A hard limit: the worker is killed, whatever the task is doing.
                 slot.killed_for_timeout = true;
                 let _ = slot.tracked.child.signal(9);
@@ -519,9 +460,7 @@ impl Manager {
             return;
         };
         for i in 0..self.slots.len() {
-            let retire = self.slots[i]
-                .as_ref()
-                .is_some_and(|s| s.tasks_done >= max && s.inflight.is_empty());
+            let retire = self.slots[i].as_ref().is_some_and(|s| s.tasks_done >= max && s.inflight.is_empty());
             if retire && let Some(slot) = self.slots[i].take() {
                 // End of stream tells the worker to exit.
                 drop(slot.sock);
@@ -547,8 +486,7 @@ impl Manager {
         if let Some((worker, failure)) = &self.init_failure {
             // Nothing can run: answer everything with the initializer's failure.
             for fl in inflight {
-                fl.task
-                    .fail_from(fl.answered, |_| failure.clone().into_error(worker));
+                fl.task.fail_from(fl.answered, |_| failure.clone().into_error(worker));
             }
             return;
         }
@@ -579,11 +517,7 @@ impl Manager {
             }
         }
         for fl in inflight {
-            requeue.push(if fl.answered == 0 {
-                fl.task
-            } else {
-                fl.task.tail(fl.answered)
-            });
+            requeue.push(if fl.answered == 0 { fl.task } else { fl.task.tail(fl.answered) });
         }
         for t in requeue.into_iter().rev() {
             self.pending.push_front(t);
@@ -597,21 +531,15 @@ impl Manager {
         for slot in self.slots.iter_mut().filter_map(Option::take) {
             reap(&slot.tracked);
             for fl in slot.inflight {
-                fl.task.fail_from(fl.answered, |_| Error::Closed {
-                    what: "the pool (terminated)",
-                });
+                fl.task.fail_from(fl.answered, |_| Error::Closed { what: "the pool (terminated)" });
             }
         }
         for t in self.pending.drain(..) {
-            t.fail_from(0, |_| Error::Closed {
-                what: "the pool (terminated)",
-            });
+            t.fail_from(0, |_| Error::Closed { what: "the pool (terminated)" });
         }
         let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
         for t in inbox.tasks.drain(..) {
-            t.fail_from(0, |_| Error::Closed {
-                what: "the pool (terminated)",
-            });
+            t.fail_from(0, |_| Error::Closed { what: "the pool (terminated)" });
         }
     }
 

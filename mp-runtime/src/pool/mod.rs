@@ -108,9 +108,7 @@ impl PoolBuilder {
     pub fn initializer<W: Worker>(mut self, worker: W, args: W::Args) -> Self {
         let _ = worker;
         let mut buf = Vec::new();
-        let encoded = codec::encode_into(&args, &mut buf)
-            .map(|()| buf)
-            .map_err(|e| e.to_string());
+        let encoded = codec::encode_into(&args, &mut buf).map(|()| buf).map_err(|e| e.to_string());
         self.initializer = Some((W::NAME.to_string(), encoded));
         self
     }
@@ -153,22 +151,16 @@ impl PoolBuilder {
                 .unwrap_or_else(crate::cpu_count),
         };
         if processes == 0 {
-            return Err(Error::invalid(
-                "a pool needs at least 1 process (processes(0) was given)",
-            ));
+            return Err(Error::invalid("a pool needs at least 1 process (processes(0) was given)"));
         }
         if self.maxtasksperchild == Some(0) {
-            return Err(Error::invalid(
-                "maxtasksperchild must be at least 1 (or not set)",
-            ));
+            return Err(Error::invalid("maxtasksperchild must be at least 1 (or not set)"));
         }
         if self.task_timeout == Some(Duration::ZERO) {
             return Err(Error::invalid("task_timeout must be longer than zero"));
         }
         if self.max_memory.is_some_and(|m| m < 32 << 20) {
-            return Err(Error::invalid(
-                "max_memory below 32 MiB leaves no room to start a worker",
-            ));
+            return Err(Error::invalid("max_memory below 32 MiB leaves no room to start a worker"));
         }
         if self.depth == Some(0) {
             return Err(Error::invalid("prefetch must be at least 1"));
@@ -241,9 +233,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("processes", &self.shared.config.processes)
-            .finish_non_exhaustive()
+        f.debug_struct("Pool").field("processes", &self.shared.config.processes).finish_non_exhaustive()
     }
 }
 
@@ -264,8 +254,7 @@ impl Pool {
     }
 
     fn start(config: Config) -> Result<Pool, Error> {
-        let wake =
-            sys::eventfd().map_err(|e| Error::io("creating the pool's wake-up eventfd", e))?;
+        let wake = sys::eventfd().map_err(|e| Error::io("creating the pool's wake-up eventfd", e))?;
         let mut slots = Vec::with_capacity(config.processes);
         for _ in 0..config.processes {
             slots.push(manager::spawn_worker(&config)?);
@@ -281,10 +270,7 @@ impl Pool {
             .name("mp-pool".into())
             .spawn(move || m.run())
             .map_err(|e| Error::io("starting the pool's manager thread", e))?;
-        Ok(Pool {
-            shared,
-            manager: Mutex::new(Some(handle)),
-        })
+        Ok(Pool { shared, manager: Mutex::new(Some(handle)) })
     }
 
     /// The number of worker processes.
@@ -294,11 +280,7 @@ impl Pool {
 
     /// Counters: tasks done and failed, workers respawned, busy time per worker.
     pub fn stats(&self) -> PoolStats {
-        self.shared
-            .stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn submit(&self, tasks: Vec<Task>) -> Result<(), Error> {
@@ -318,11 +300,7 @@ impl Pool {
 
     fn check_open(&self) -> Result<(), Error> {
         let inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
-        if inbox.closed || inbox.terminate {
-            Err(Error::Closed { what: "this pool" })
-        } else {
-            Ok(())
-        }
+        if inbox.closed || inbox.terminate { Err(Error::Closed { what: "this pool" }) } else { Ok(()) }
     }
 
     /// Applies `worker` to every item, in parallel; the results in input order, or the first
@@ -345,8 +323,7 @@ impl Pool {
         if chunksize == 0 {
             return Err(Error::invalid("chunksize must be at least 1"));
         }
-        self.map_async_inner(worker, items.into_iter(), Some(chunksize))?
-            .get()
+        self.map_async_inner(worker, items.into_iter(), Some(chunksize))?.get()
     }
 
     /// [`map`](Self::map) for workers of several arguments: each item is the argument tuple.
@@ -376,8 +353,7 @@ impl Pool {
         let _ = worker;
         self.check_open()?;
         // The length decides the chunk size: take it from the iterator when it knows it.
-        let (mut items, total): (Box<dyn Iterator<Item = W::Args>>, usize) = match items.size_hint()
-        {
+        let (mut items, total): (Box<dyn Iterator<Item = W::Args>>, usize) = match items.size_hint() {
             (lo, Some(hi)) if lo == hi => (Box::new(items), lo),
             _ => {
                 let v: Vec<W::Args> = items.collect();
@@ -398,11 +374,7 @@ impl Pool {
             first = next;
             self.submit(std::mem::take(&mut tasks))?;
         }
-        Ok(MapResult::new::<W>(
-            collector,
-            first,
-            self.shared.config.progress,
-        ))
+        Ok(MapResult::new::<W>(collector, first, self.shared.config.progress))
     }
 
     /// Runs `worker(args)` in a worker and waits for the result.
@@ -412,11 +384,7 @@ impl Pool {
 
     /// Runs `worker(args)` in a worker; the [`AsyncResult`] gives the result later.
     /// `get_timeout` on it returns `Error::Timeout` without cancelling the task.
-    pub fn apply_async<W: Worker>(
-        &self,
-        worker: W,
-        args: W::Args,
-    ) -> Result<AsyncResult<W::Output>, Error> {
+    pub fn apply_async<W: Worker>(&self, worker: W, args: W::Args) -> Result<AsyncResult<W::Output>, Error> {
         let _ = worker;
         let collector = Collector::new(true);
         let mut tasks = Vec::with_capacity(1);
@@ -486,11 +454,7 @@ impl Pool {
             consumed: 0,
             ready: VecDeque::new(),
             started: Instant::now(),
-            bar: progress::Progress::new(
-                self.shared.config.progress,
-                if fixed { hi } else { None },
-                W::NAME,
-            ),
+            bar: progress::Progress::new(self.shared.config.progress, if fixed { hi } else { None }, W::NAME),
             _w: PhantomData,
         };
         // Start working at once, as Python's imap does; later input is pulled as results
@@ -501,21 +465,13 @@ impl Pool {
 
     /// No new tasks; those already submitted finish. Then [`join`](Self::join).
     pub fn close(&self) {
-        self.shared
-            .inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .closed = true;
+        self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
         self.shared.notify();
     }
 
     /// Kills the workers now; unfinished tasks are answered with `Error::Closed`.
     pub fn terminate(&self) {
-        self.shared
-            .inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .terminate = true;
+        self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()).terminate = true;
         self.shared.notify();
         self.join_manager();
     }
@@ -534,11 +490,7 @@ impl Pool {
     }
 
     fn join_manager(&self) {
-        let handle = self
-            .manager
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.manager.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }
@@ -547,12 +499,8 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let finished = self
-            .manager
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_none_or(|h| h.is_finished());
+        let finished =
+            self.manager.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|h| h.is_finished());
         if !finished {
             self.terminate();
         }
@@ -573,15 +521,15 @@ fn encode_tasks<W: Worker>(
     let (r, _) = codec::collecting_fds(|| -> Result<(), Error> {
         for item in items.by_ref().take(chunksize) {
             let before = task.args.len();
+            let pushed = codec::fds_pushed();
             codec::encode_into(&item, &mut task.args)?;
-            let fds = codec::take_collected_fds();
-            if fds.is_empty() {
+            if codec::fds_pushed() == pushed {
                 task.offsets.push(task.args.len());
             } else {
+                let fds = codec::take_collected_fds();
                 let args = task.args.split_off(before);
                 let len = args.len();
-                let done =
-                    std::mem::replace(&mut task, new_task::<W>(next + 1, collector, chunksize));
+                let done = std::mem::replace(&mut task, new_task::<W>(next + 1, collector, chunksize));
                 if done.items() > 0 {
                     tasks.push(done);
                 }
@@ -681,13 +629,8 @@ impl<W: Worker, I: Iterator<Item = W::Args>> IMap<'_, W, I> {
         if done == 0 {
             return;
         }
-        let per_item =
-            self.started.elapsed().as_secs_f64() * self.pool.processes() as f64 / done as f64;
-        let target = if per_item > 0.0 {
-            (0.01 / per_item) as usize
-        } else {
-            4096
-        };
+        let per_item = self.started.elapsed().as_secs_f64() * self.pool.processes() as f64 / done as f64;
+        let target = if per_item > 0.0 { (0.01 / per_item) as usize } else { 4096 };
         self.chunksize = target.clamp(1, 4096);
     }
 
@@ -706,11 +649,8 @@ impl<W: Worker, I: Iterator<Item = W::Args>> IMap<'_, W, I> {
         if self.consumed >= self.submitted {
             return None;
         }
-        let d: Delivery = if self.ordered {
-            self.collector.take_at(self.consumed)
-        } else {
-            self.collector.take_next()
-        };
+        let d: Delivery =
+            if self.ordered { self.collector.take_at(self.consumed) } else { self.collector.take_next() };
         let ready = &mut self.ready;
         let mut n = 0;
         d.decode::<W>(|i, r| {

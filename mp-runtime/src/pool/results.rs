@@ -14,19 +14,12 @@ use crate::wire::codec;
 
 /// Answers for consecutive items of a job, as the manager received them.
 pub(crate) enum Delivery {
-    /// `count` items starting at job index `first`: chunk-encoded entries from `offset` on.
-    Part {
-        first: usize,
-        count: usize,
-        payload: Vec<u8>,
-        offset: usize,
-    },
+    /// `count` items starting at job index `first`: the outputs of those not in `failures`
+    /// (indices relative to `first`) back to back from `offset` on.
+    Part { first: usize, count: usize, payload: Vec<u8>, offset: usize, failures: Vec<(u32, Failure)> },
     /// One item answered by a single-call reply (encoded output from `offset`, with its
     /// descriptors), or failed in the parent's view (worker died, timeout, pool closed).
-    One {
-        index: usize,
-        result: Result<(Vec<u8>, usize, Vec<OwnedFd>), Error>,
-    },
+    One { index: usize, result: Result<(Vec<u8>, usize, Vec<OwnedFd>), Error> },
 }
 
 impl Delivery {
@@ -53,42 +46,36 @@ impl Delivery {
                 });
                 f(index, r.map_err(|e| e.with_index(index)));
             }
-            Delivery::Part {
-                first,
-                count,
-                payload,
-                offset,
-            } => {
+            Delivery::Part { first, count, payload, offset, failures } => {
                 let mut rest = &payload[offset..];
-                for i in first..first + count {
-                    let r = entry(&mut rest).and_then(|(tag, bytes)| match tag {
-                        0 => codec::decode::<W::Output>(bytes),
-                        _ => Err(codec::decode::<Failure>(bytes)?.into_error(W::NAME)),
-                    });
-                    f(i, r.map_err(|e| e.with_index(i)));
+                let mut failures = failures.into_iter().peekable();
+                let mut broken: Option<String> = None;
+                for k in 0..count {
+                    let i = first + k;
+                    if failures.peek().is_some_and(|(j, _)| *j as usize == k) {
+                        let (_, failure) = failures.next().expect("peeked");
+                        f(i, Err(failure.into_error(W::NAME).with_index(i)));
+                        continue;
+                    }
+                    if let Some(msg) = &broken {
+                        f(i, Err(Error::Protocol(msg.clone())));
+                        continue;
+                    }
+                    match codec::decode_prefix::<W::Output>(rest) {
+                        Ok((v, r)) => {
+                            rest = r;
+                            f(i, Ok(v));
+                        }
+                        Err(e) => {
+                            // The outputs after an undecodable one cannot be located.
+                            broken = Some(format!("a reply could not be decoded past input #{i}: {e}"));
+                            f(i, Err(e.with_index(i)));
+                        }
+                    }
                 }
             }
         }
     }
-}
-
-/// Splits the next `[tag][u32 len][bytes]` entry off a chunk reply.
-pub(crate) fn entry<'a>(rest: &mut &'a [u8]) -> Result<(u8, &'a [u8]), Error> {
-    if rest.len() < 5 {
-        return Err(Error::Protocol(
-            "a chunk reply ended in the middle of an entry".into(),
-        ));
-    }
-    let tag = rest[0];
-    let len = u32::from_le_bytes(rest[1..5].try_into().expect("4 bytes")) as usize;
-    if rest.len() < 5 + len {
-        return Err(Error::Protocol(
-            "a chunk reply entry is longer than the frame".into(),
-        ));
-    }
-    let bytes = &rest[5..5 + len];
-    *rest = &rest[5 + len..];
-    Ok((tag, bytes))
 }
 
 struct State {
@@ -149,10 +136,7 @@ impl Collector {
                     if left.is_zero() {
                         return false;
                     }
-                    self.cv
-                        .wait_timeout(s, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+                    self.cv.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0
                 }
             };
         }
@@ -214,10 +198,7 @@ pub struct AsyncResult<T> {
 
 impl<T> std::fmt::Debug for AsyncResult<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncResult")
-            .field("worker", &self.worker)
-            .field("ready", &self.ready())
-            .finish()
+        f.debug_struct("AsyncResult").field("worker", &self.worker).field("ready", &self.ready()).finish()
     }
 }
 
@@ -229,12 +210,7 @@ fn decode_one<W: Worker>(d: Delivery) -> Result<W::Output, Error> {
 
 impl<T> AsyncResult<T> {
     pub(crate) fn new<W: Worker<Output = T>>(collector: Arc<Collector>) -> Self {
-        AsyncResult {
-            collector,
-            taken: false,
-            worker: W::NAME,
-            decode: decode_one::<W>,
-        }
+        AsyncResult { collector, taken: false, worker: W::NAME, decode: decode_one::<W> }
     }
 
     /// Whether the result has arrived.
@@ -267,10 +243,7 @@ impl<T> AsyncResult<T> {
         if self.taken {
             return Err(Error::invalid("this AsyncResult's value was already taken"));
         }
-        if !self
-            .collector
-            .wait_for(1, timeout.map(|t| Instant::now() + t))
-        {
+        if !self.collector.wait_for(1, timeout.map(|t| Instant::now() + t)) {
             return Err(Error::Timeout {
                 what: format!("result of `{}`", self.worker),
                 after: timeout.unwrap_or_default(),
@@ -284,27 +257,10 @@ impl<T> AsyncResult<T> {
 
 fn strip_index(e: Error) -> Error {
     match e {
-        Error::Panic {
-            worker,
-            message,
-            location,
-            backtrace,
-            ..
-        } => Error::Panic {
-            worker,
-            message,
-            location,
-            backtrace,
-            index: None,
-        },
-        Error::WorkerDied {
-            worker, pid, exit, ..
-        } => Error::WorkerDied {
-            worker,
-            pid,
-            exit,
-            index: None,
-        },
+        Error::Panic { worker, message, location, backtrace, .. } => {
+            Error::Panic { worker, message, location, backtrace, index: None }
+        }
+        Error::WorkerDied { worker, pid, exit, .. } => Error::WorkerDied { worker, pid, exit, index: None },
         other => other,
     }
 }
@@ -349,10 +305,7 @@ pub struct MapResult<T> {
 
 impl<T> std::fmt::Debug for MapResult<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MapResult")
-            .field("total", &self.total)
-            .field("ready", &self.ready())
-            .finish()
+        f.debug_struct("MapResult").field("total", &self.total).field("ready", &self.ready()).finish()
     }
 }
 
@@ -362,12 +315,7 @@ impl<T> MapResult<T> {
         total: usize,
         progress: bool,
     ) -> Self {
-        MapResult {
-            collector,
-            total,
-            progress,
-            decode: collect_ordered::<W>,
-        }
+        MapResult { collector, total, progress, decode: collect_ordered::<W> }
     }
 
     /// Whether every item has been answered.
@@ -392,14 +340,8 @@ impl<T> MapResult<T> {
 
     /// Like [`get`](Self::get), with a timeout (`Error::Timeout`; the map keeps running).
     pub fn get_timeout(self, timeout: Duration) -> Result<Vec<T>, Error> {
-        if !self
-            .collector
-            .wait_for(self.total, Some(Instant::now() + timeout))
-        {
-            return Err(Error::Timeout {
-                what: "map_async result".into(),
-                after: timeout,
-            });
+        if !self.collector.wait_for(self.total, Some(Instant::now() + timeout)) {
+            return Err(Error::Timeout { what: "map_async result".into(), after: timeout });
         }
         self.get()
     }

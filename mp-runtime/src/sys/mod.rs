@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 
@@ -24,12 +24,8 @@ pub const MAX_FDS_PER_FRAME: usize = 64;
 
 /// A connected pair of Unix stream sockets, both close-on-exec.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (a, b) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let (a, b) =
+        rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
     Ok((a, b))
 }
 
@@ -82,11 +78,8 @@ pub fn recv_some(
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
-    let flags = if dontwait {
-        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT
-    } else {
-        RecvFlags::CMSG_CLOEXEC
-    };
+    let flags =
+        if dontwait { RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT } else { RecvFlags::CMSG_CLOEXEC };
     let msg = retry(|| rustix::net::recvmsg(fd, &mut iov, &mut control, flags))?;
     for m in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = m {
@@ -107,18 +100,12 @@ pub fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Resul
 }
 
 /// Waits until one of `fds` is readable; returns its index, or `None` on timeout.
-pub fn wait_any_readable(
-    fds: &[BorrowedFd<'_>],
-    deadline: Option<Instant>,
-) -> io::Result<Option<usize>> {
+pub fn wait_any_readable(fds: &[BorrowedFd<'_>], deadline: Option<Instant>) -> io::Result<Option<usize>> {
     loop {
         let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|f| PollFd::new(f, PollFlags::IN)).collect();
         let timeout = deadline.map(|d| {
             let left = d.saturating_duration_since(Instant::now());
-            Timespec::try_from(left).unwrap_or(Timespec {
-                tv_sec: i64::MAX,
-                tv_nsec: 0,
-            })
+            Timespec::try_from(left).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 })
         });
         match rustix::event::poll(&mut pfds, timeout.as_ref()) {
             Ok(0) => return Ok(None),
@@ -153,12 +140,7 @@ pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// Starts `path` with `args` and `env` on the posix_spawn path (vfork+exec, no copy of the
 /// parent's page tables). `dup2s` are applied in order in the child, as `(from, to)`.
-pub fn spawn(
-    path: &CString,
-    args: &[CString],
-    env: &[CString],
-    dup2s: &[(RawFd, RawFd)],
-) -> io::Result<Pid> {
+pub fn spawn(path: &CString, args: &[CString], env: &[CString], dup2s: &[(RawFd, RawFd)]) -> io::Result<Pid> {
     use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
     let mut actions = PosixSpawnFileActions::init()?;
     for &(from, to) in dup2s {
@@ -193,9 +175,8 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
 
 /// Sends `sig` through a pidfd: never hits a recycled pid.
 pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
-    let sig = Signal::from_named_raw(sig).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("unknown signal {sig}"))
-    })?;
+    let sig = Signal::from_named_raw(sig)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("unknown signal {sig}")))?;
     match rustix::process::pidfd_send_signal(pidfd, sig) {
         // Already exited but not yet reaped: nothing to signal.
         Err(rustix::io::Errno::SRCH) => Ok(()),
@@ -215,9 +196,7 @@ pub fn try_wait(pid: Pid) -> io::Result<Option<WaitStatus>> {
 
 /// Asks the kernel to SIGKILL this process when the thread that started it exits.
 pub fn set_parent_death_kill() -> io::Result<()> {
-    Ok(rustix::process::set_parent_process_death_signal(Some(
-        Signal::KILL,
-    ))?)
+    Ok(rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?)
 }
 
 /// The parent's pid, or 0 when the parent is outside our pid namespace.
@@ -274,11 +253,7 @@ pub fn wait_pidfd(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Resul
 
 /// Writes what the socket takes now (one `sendmsg`, never blocking), attaching `fds` to it.
 /// `Ok(0)` when the socket buffer is full.
-pub fn send_nonblocking(
-    fd: BorrowedFd<'_>,
-    bufs: &[&[u8]],
-    fds: &[BorrowedFd<'_>],
-) -> io::Result<usize> {
+pub fn send_nonblocking(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     let iov: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
     let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
     let r = if fds.is_empty() {
@@ -318,10 +293,7 @@ pub fn eventfd_drain(efd: BorrowedFd<'_>) {
 }
 
 /// Polls `fds` with the given interest; returns which are ready (readable, writable).
-pub fn poll_many(
-    fds: &[(BorrowedFd<'_>, bool)],
-    deadline: Option<Instant>,
-) -> io::Result<Vec<(bool, bool)>> {
+pub fn poll_many(fds: &[(BorrowedFd<'_>, bool)], deadline: Option<Instant>) -> io::Result<Vec<(bool, bool)>> {
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|(f, want_write)| {
@@ -334,10 +306,7 @@ pub fn poll_many(
         .collect();
     let timeout = deadline.map(|d| {
         let left = d.saturating_duration_since(Instant::now());
-        Timespec::try_from(left).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        })
+        Timespec::try_from(left).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 })
     });
     match rustix::event::poll(&mut pfds, timeout.as_ref()) {
         Ok(_) | Err(rustix::io::Errno::INTR) => {}
@@ -353,4 +322,25 @@ pub fn poll_many(
             )
         })
         .collect())
+}
+
+/// Reads at most `max` bytes into `v`'s spare capacity (no zero-filling first), appending
+/// them to `v`. Returns 0 at end of stream.
+pub fn recv_into_spare(fd: BorrowedFd<'_>, v: &mut Vec<u8>, max: usize, dontwait: bool) -> io::Result<usize> {
+    if v.capacity() - v.len() < max {
+        v.reserve(max);
+    }
+    let flags = if dontwait { RecvFlags::DONTWAIT } else { RecvFlags::empty() };
+    let n = loop {
+        let spare = &mut v.spare_capacity_mut()[..max];
+        match rustix::net::recv(fd, spare, flags) {
+            Ok(((filled, _), _)) => break filled.len(),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // SAFETY: `recv` initialized the first `n` bytes of the spare capacity (rustix returns
+    // exactly the initialized prefix), and `n <= max <= capacity - len`.
+    unsafe { v.set_len(v.len() + n) };
+    Ok(n)
 }

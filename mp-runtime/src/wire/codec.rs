@@ -24,6 +24,8 @@ thread_local! {
     // it). Two tables: a worker decodes its arguments and encodes its result in one call.
     static OUT: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
     static IN: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    // Descriptors pushed on this thread so far: a cheap "did that value carry any?" check.
+    static PUSHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     // postcard drops custom error messages (it is no_std); ours are kept here.
     static LAST_CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -63,11 +65,7 @@ fn codec_error<T: ?Sized>(direction: CodecDirection, e: postcard::Error) -> Erro
         }
         (e, None) => format!("{e}; check that both sides use the same type"),
     };
-    Error::Codec {
-        type_name: std::any::type_name::<T>().to_string(),
-        direction,
-        message,
-    }
+    Error::Codec { type_name: std::any::type_name::<T>().to_string(), direction, message }
 }
 
 /// Records the message of a custom serde error raised by one of mp's own handle types.
@@ -94,33 +92,25 @@ pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(
 
 /// Decodes a `T` from all of `bytes`; trailing bytes are an error (a type mismatch).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let (v, rest) = postcard::take_from_bytes::<T>(bytes)
-        .map_err(|e| codec_error::<T>(CodecDirection::Decode, e))?;
+    let (v, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|e| codec_error::<T>(CodecDirection::Decode, e))?;
     if !rest.is_empty() {
         return Err(Error::Codec {
             type_name: std::any::type_name::<T>().to_string(),
             direction: CodecDirection::Decode,
-            message: format!(
-                "{} bytes were left over: the sender used a different type",
-                rest.len()
-            ),
+            message: format!("{} bytes were left over: the sender used a different type", rest.len()),
         });
     }
     Ok(v)
 }
 
 /// Decodes a `T` from the front of `bytes`, returning the rest.
-pub(crate) fn decode_prefix<'a, T: serde::Deserialize<'a>>(
-    bytes: &'a [u8],
-) -> Result<(T, &'a [u8]), Error> {
+pub(crate) fn decode_prefix<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, &'a [u8]), Error> {
     postcard::take_from_bytes::<T>(bytes).map_err(|e| codec_error::<T>(CodecDirection::Decode, e))
 }
 
 /// Decodes a `T` whose handles refer to `fds` (received with the frame).
-pub(crate) fn decode_with_fds<T: DeserializeOwned>(
-    bytes: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<T, Error> {
+pub(crate) fn decode_with_fds<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T, Error> {
     if fds.is_empty() {
         return decode(bytes);
     }
@@ -143,6 +133,11 @@ pub(crate) fn collecting_fds<R>(f: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
     (r, fds.unwrap_or_default())
 }
 
+/// How many descriptors were pushed on this thread so far (compare before and after).
+pub(crate) fn fds_pushed() -> u64 {
+    PUSHED.with(|p| p.get())
+}
+
 /// Takes the descriptors collected so far by the enclosing `collecting_fds`.
 pub(crate) fn take_collected_fds() -> Vec<OwnedFd> {
     OUT.with(|t| match &mut *t.borrow_mut() {
@@ -155,6 +150,7 @@ pub(crate) fn take_collected_fds() -> Vec<OwnedFd> {
 pub(crate) fn push_fd(fd: OwnedFd, what: &str) -> Result<u32, String> {
     OUT.with(|t| match &mut *t.borrow_mut() {
         Some(fds) => {
+            PUSHED.with(|p| p.set(p.get() + 1));
             fds.push(fd);
             Ok((fds.len() - 1) as u32)
         }
@@ -173,8 +169,6 @@ pub(crate) fn take_fd(i: u32, what: &str) -> Result<OwnedFd, String> {
             .get_mut(i as usize)
             .and_then(Option::take)
             .ok_or_else(|| format!("the frame did not carry descriptor #{i} for a {what}")),
-        None => Err(format!(
-            "a {what} can only be decoded by mp from a frame that carried its descriptor"
-        )),
+        None => Err(format!("a {what} can only be decoded by mp from a frame that carried its descriptor")),
     })
 }

@@ -76,10 +76,7 @@ pub fn set_max_frame_size(bytes: u64) {
 }
 
 pub(crate) fn load_max_frame_from_env() {
-    if let Some(n) = std::env::var("MP_MAX_FRAME_SIZE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(n) = std::env::var("MP_MAX_FRAME_SIZE").ok().and_then(|v| v.parse().ok()) {
         set_max_frame_size(n);
     }
 }
@@ -99,11 +96,7 @@ impl OutFrame {
     pub fn with_capacity(kind: Kind, cap: usize) -> Self {
         let mut buf = Vec::with_capacity(HEADER_LEN + cap);
         buf.resize(HEADER_LEN, 0);
-        OutFrame {
-            buf,
-            fds: Vec::new(),
-            kind,
-        }
+        OutFrame { buf, fds: Vec::new(), kind }
     }
 
     /// Fills in the header; returns the bytes ready to write.
@@ -124,12 +117,7 @@ impl OutFrame {
                 sys::MAX_FDS_PER_FRAME
             )));
         }
-        write_header(
-            &mut self.buf[..HEADER_LEN],
-            self.kind,
-            self.fds.len() as u32,
-            len,
-        );
+        write_header(&mut self.buf[..HEADER_LEN], self.kind, self.fds.len() as u32, len);
         Ok(())
     }
 
@@ -143,12 +131,7 @@ impl OutFrame {
 
 /// Writes a frame whose payload is `payload` (not copied: header and payload go out in one
 /// vectored write).
-pub(crate) fn send_raw(
-    fd: BorrowedFd<'_>,
-    kind: Kind,
-    payload: &[u8],
-    what: &str,
-) -> Result<(), Error> {
+pub(crate) fn send_raw(fd: BorrowedFd<'_>, kind: Kind, payload: &[u8], what: &str) -> Result<(), Error> {
     let len = payload.len() as u64;
     if len > max_frame_size() {
         return Err(Error::Protocol(format!(
@@ -162,6 +145,24 @@ pub(crate) fn send_raw(
     sys::send_all(fd, &[&header, payload], &[]).map_err(|e| send_error(e, what))
 }
 
+/// Writes one frame whose payload is the concatenation of `parts`, in one vectored write.
+pub(crate) fn send_parts(fd: BorrowedFd<'_>, kind: Kind, parts: &[&[u8]], what: &str) -> Result<(), Error> {
+    let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    if len > max_frame_size() {
+        return Err(Error::Protocol(format!(
+            "a message of {len} bytes exceeds the frame limit of {} bytes; raise it with \
+             mp::set_max_frame_size (or MP_MAX_FRAME_SIZE) in both processes",
+            max_frame_size()
+        )));
+    }
+    let mut header = [0u8; HEADER_LEN];
+    write_header(&mut header, kind, 0, len);
+    let mut bufs: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+    bufs.push(&header);
+    bufs.extend_from_slice(parts);
+    sys::send_all(fd, &bufs, &[]).map_err(|e| send_error(e, what))
+}
+
 fn write_header(h: &mut [u8], kind: Kind, nfds: u32, len: u64) {
     h[0..2].copy_from_slice(&MAGIC);
     h[2] = VERSION;
@@ -173,9 +174,7 @@ fn write_header(h: &mut [u8], kind: Kind, nfds: u32, len: u64) {
 fn send_error(e: std::io::Error, what: &str) -> Error {
     match e.kind() {
         std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-            Error::Disconnected {
-                what: what.to_string(),
-            }
+            Error::Disconnected { what: what.to_string() }
         }
         _ => Error::io(format!("sending on {what}"), e),
     }
@@ -194,22 +193,16 @@ struct Partial {
     nfds: usize,
     /// The announced payload length.
     len: usize,
-    /// Bytes received so far; `payload[..got]` is valid, the rest is zeroed room.
-    got: usize,
+    /// The bytes received so far.
     payload: Vec<u8>,
 }
 
 impl Partial {
-    /// Makes room for at least `more` bytes (capped at the announced length), doubling so the
-    /// zeroing stays linear and a lying length never allocates more than twice what arrived.
-    fn reserve_zeroed(&mut self, more: usize) {
-        let want = (self.got + more).min(self.len);
-        if want > self.payload.len() {
-            let grown = (self.payload.len() * 2)
-                .max(READ_BUF)
-                .max(want)
-                .min(self.len);
-            self.payload.resize(grown, 0);
+    /// Room for the rest of the payload. Only address space is reserved: pages are committed
+    /// as bytes arrive, so a lying length costs no memory (and is capped by the frame limit).
+    fn reserve_rest(&mut self) {
+        if self.payload.capacity() < self.len {
+            self.payload.reserve_exact(self.len - self.payload.len());
         }
     }
 }
@@ -217,24 +210,17 @@ impl Partial {
 fn recv_error(e: std::io::Error, what: &str) -> Error {
     match e.kind() {
         std::io::ErrorKind::WouldBlock => timeout(what),
-        std::io::ErrorKind::ConnectionReset => Error::Disconnected {
-            what: what.to_string(),
-        },
+        std::io::ErrorKind::ConnectionReset => Error::Disconnected { what: what.to_string() },
         _ => Error::io(format!("receiving on {what}"), e),
     }
 }
 
 fn timeout(what: &str) -> Error {
-    Error::Timeout {
-        what: format!("receiving on {what}"),
-        after: Default::default(),
-    }
+    Error::Timeout { what: format!("receiving on {what}"), after: Default::default() }
 }
 
 fn truncated(what: &str, got: usize, len: usize) -> Error {
-    Error::Protocol(format!(
-        "truncated frame on {what}: the peer closed after {got} of {len} payload bytes"
-    ))
+    Error::Protocol(format!("truncated frame on {what}: the peer closed after {got} of {len} payload bytes"))
 }
 
 /// Reads frames from a stream socket, keeping partial state so a timeout never loses bytes.
@@ -281,12 +267,7 @@ impl FrameReader {
     }
 
     /// Reads more bytes into the buffer. Ok(false) at end of stream.
-    fn fill(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        deadline: Option<Instant>,
-        what: &str,
-    ) -> Result<bool, Error> {
+    fn fill(&mut self, fd: BorrowedFd<'_>, deadline: Option<Instant>, what: &str) -> Result<bool, Error> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -297,18 +278,12 @@ impl FrameReader {
         }
         if !self.nonblocking
             && deadline.is_some()
-            && !sys::wait_readable(fd, deadline)
-                .map_err(|e| Error::io(format!("waiting on {what}"), e))?
+            && !sys::wait_readable(fd, deadline).map_err(|e| Error::io(format!("waiting on {what}"), e))?
         {
             return Err(timeout(what));
         }
-        let n = sys::recv_some(
-            fd,
-            &mut self.buf[self.end..],
-            &mut self.fds,
-            self.nonblocking,
-        )
-        .map_err(|e| recv_error(e, what))?;
+        let n = sys::recv_some(fd, &mut self.buf[self.end..], &mut self.fds, self.nonblocking)
+            .map_err(|e| recv_error(e, what))?;
         self.end += n;
         Ok(n > 0)
     }
@@ -326,9 +301,7 @@ impl FrameReader {
                 let have = (self.end - self.start) as u64;
                 if have == 0 {
                     if !self.fill(fd, deadline, what)? {
-                        return Err(Error::Disconnected {
-                            what: what.to_string(),
-                        });
+                        return Err(Error::Disconnected { what: what.to_string() });
                     }
                     continue;
                 }
@@ -338,13 +311,10 @@ impl FrameReader {
             }
             if let Some(p) = &mut self.partial {
                 // Copy what is buffered, then read the rest straight into the payload.
-                let take = (p.len - p.got).min(self.end - self.start);
-                p.reserve_zeroed(take);
-                p.payload[p.got..p.got + take]
-                    .copy_from_slice(&self.buf[self.start..self.start + take]);
-                p.got += take;
+                let take = (p.len - p.payload.len()).min(self.end - self.start);
+                p.payload.extend_from_slice(&self.buf[self.start..self.start + take]);
                 self.start += take;
-                while p.got < p.len && p.len - p.got >= READ_BUF / 2 {
+                while p.len - p.payload.len() >= READ_BUF / 2 {
                     if !self.nonblocking
                         && deadline.is_some()
                         && !sys::wait_readable(fd, deadline)
@@ -352,24 +322,20 @@ impl FrameReader {
                     {
                         return Err(timeout(what));
                     }
-                    p.reserve_zeroed(1);
-                    let n = sys::recv_some(
-                        fd,
-                        &mut p.payload[p.got..],
-                        &mut self.fds,
-                        self.nonblocking,
-                    )
-                    .map_err(|e| recv_error(e, what))?;
+                    p.reserve_rest();
+                    // Plain recv: this frame's descriptors came with its header, and reading
+                    // stops at its last byte, before the next frame's.
+                    let need = p.len - p.payload.len();
+                    let n = sys::recv_into_spare(fd, &mut p.payload, need, self.nonblocking)
+                        .map_err(|e| recv_error(e, what))?;
                     if n == 0 {
-                        let (got, len) = (p.got, p.len);
+                        let (got, len) = (p.payload.len(), p.len);
                         self.partial = None;
                         return Err(truncated(what, got, len));
                     }
-                    p.got += n;
                 }
-                if p.got == p.len {
-                    let mut p = self.partial.take().expect("partial frame present");
-                    p.payload.truncate(p.got);
+                if p.payload.len() == p.len {
+                    let p = self.partial.take().expect("partial frame present");
                     if self.fds.len() < p.nfds {
                         return Err(Error::Protocol(format!(
                             "a frame on {what} announced {} handles but {} arrived",
@@ -378,13 +344,9 @@ impl FrameReader {
                         )));
                     }
                     let fds = self.fds.drain(..p.nfds).collect();
-                    return Ok(Frame {
-                        kind: p.kind,
-                        payload: p.payload,
-                        fds,
-                    });
+                    return Ok(Frame { kind: p.kind, payload: p.payload, fds });
                 }
-                let (got, len) = (p.got, p.len);
+                let (got, len) = (p.payload.len(), p.len);
                 if !self.fill(fd, deadline, what)? {
                     self.partial = None;
                     return Err(truncated(what, got, len));
@@ -395,9 +357,7 @@ impl FrameReader {
                 let had = self.end - self.start;
                 if !self.fill(fd, deadline, what)? {
                     if had == 0 {
-                        return Err(Error::Disconnected {
-                            what: what.to_string(),
-                        });
+                        return Err(Error::Disconnected { what: what.to_string() });
                     }
                     self.start = self.end;
                     return Err(Error::Protocol(format!(
@@ -425,9 +385,7 @@ impl FrameReader {
             let Some(kind) = Kind::from_u8(kind_byte) else {
                 self.discard = len;
                 self.drop_fds(nfds);
-                return Err(Error::Protocol(format!(
-                    "unknown frame kind {kind_byte} on {what}"
-                )));
+                return Err(Error::Protocol(format!("unknown frame kind {kind_byte} on {what}")));
             };
             if len > max {
                 self.discard = len;
@@ -440,13 +398,8 @@ impl FrameReader {
             }
             let len = len as usize;
             // Grow as bytes arrive: a lying length never allocates more than is received.
-            self.partial = Some(Partial {
-                kind,
-                nfds,
-                len,
-                got: 0,
-                payload: Vec::new(),
-            });
+            let payload = Vec::with_capacity(len.min(READ_BUF));
+            self.partial = Some(Partial { kind, nfds, len, payload });
         }
     }
 

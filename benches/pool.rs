@@ -1,0 +1,212 @@
+//! Pool benchmarks: `par_map`, `apply_async`, 1 ms tasks and pool start-up, next to CPython's
+//! `multiprocessing.Pool(2)`, rayon (the threads ceiling) and serial code, in one run.
+//!
+//! ```text
+//! cargo bench --bench pool
+//! ```
+//!
+//! Prints a table of medians and the ratios the targets are stated in. `MP_BENCH_NO_PYTHON=1`
+//! skips the CPython rows. The binary is its own worker: `mp::init()` comes first.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mp::prelude::*;
+use rayon::prelude::*;
+
+#[mp::worker]
+fn square(x: i32) -> i32 {
+    x.wrapping_mul(x)
+}
+
+/// About 1 ms of CPU for the calibrated `n` (an LCG the optimizer cannot fold).
+#[mp::worker]
+fn spin(n: u64) -> u64 {
+    let mut acc: u64 = 0;
+    for i in 0..n {
+        acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i));
+    }
+    acc
+}
+
+const BARE_EXIT: &str = "MP_BENCH_BARE_EXIT";
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn timed(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn calibrate_spin() -> u64 {
+    let mut n = 1_000u64;
+    loop {
+        let t = Instant::now();
+        spin(n);
+        let d = t.elapsed();
+        if d > Duration::from_micros(500) {
+            return (n as f64 * 1e-3 / d.as_secs_f64()) as u64;
+        }
+        n *= 2;
+    }
+}
+
+fn python_rows() -> HashMap<String, (f64, Option<f64>)> {
+    let mut rows = HashMap::new();
+    if std::env::var_os("MP_BENCH_NO_PYTHON").is_some() {
+        return rows;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/pool.py");
+    let Ok(out) = Command::new("python3").arg(script).arg("fork").output() else {
+        return rows;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // {"name": "...", "seconds": x[, "serial": y]}: parsed by hand to keep dependencies few.
+        let field = |key: &str| -> Option<&str> {
+            let at = line.find(&format!("\"{key}\": "))? + key.len() + 4;
+            let rest = &line[at..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim().trim_matches('"'))
+        };
+        if let (Some(name), Some(secs)) = (field("name"), field("seconds").and_then(|s| s.parse().ok())) {
+            rows.insert(name.to_string(), (secs, field("serial").and_then(|s| s.parse().ok())));
+        }
+    }
+    rows
+}
+
+struct Table(Vec<[String; 4]>);
+
+impl Table {
+    fn row(&mut self, name: &str, value: String, vs: String, note: &str) {
+        self.0.push([name.to_string(), value, vs, note.to_string()]);
+    }
+    fn print(&self) {
+        println!("{:<34} {:>16} {:>26}  {}", "workload", "mp", "ratio", "peer");
+        for [a, b, c, d] in &self.0 {
+            println!("{a:<34} {b:>16} {c:>26}  {d}");
+        }
+    }
+}
+
+fn rate(items: usize, d: Duration) -> f64 {
+    items as f64 / d.as_secs_f64()
+}
+
+fn main() {
+    if std::env::var_os(BARE_EXIT).is_some() {
+        std::process::exit(0);
+    }
+    mp::init();
+    println!("cargo bench --bench pool   ({} CPUs)\n", mp::cpu_count());
+    let py = python_rows();
+    let pool = mp::Pool::new(2).expect("pool");
+    let rayon2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("rayon");
+    let mut t = Table(Vec::new());
+
+    for size in [10_000usize, 100_000, 1_000_000] {
+        let data: Vec<i32> = (0..size as i32).collect();
+        let ours = timed(if size < 1_000_000 { 9 } else { 5 }, || {
+            std::hint::black_box(pool.map(square, data.iter().copied()).unwrap());
+        });
+        let ray = timed(9, || {
+            rayon2.install(|| std::hint::black_box(data.par_iter().map(|&x| square(x)).collect::<Vec<_>>()));
+        });
+        let serial = timed(9, || {
+            std::hint::black_box(data.iter().map(|&x| square(x)).collect::<Vec<_>>());
+        });
+        let ours_rate = rate(size, ours);
+        let (vs, peer) = match py.get(&format!("map_{size}")) {
+            Some((s, _)) => (
+                format!("{:.1}x CPython", ours_rate / (size as f64 / s)),
+                format!("CPython {:.2} M/s", size as f64 / s / 1e6),
+            ),
+            None => ("-".into(), "CPython skipped".into()),
+        };
+        t.row(
+            &format!("Pool(2).map x*x, {size} items"),
+            format!("{:.2} M items/s", ours_rate / 1e6),
+            vs,
+            &format!(
+                "{peer}; rayon {:.0} M/s; serial {:.0} M/s",
+                rate(size, ray) / 1e6,
+                rate(size, serial) / 1e6
+            ),
+        );
+    }
+
+    let apply = timed(5, || {
+        let rs: Vec<_> = (0..10_000).map(|i| pool.apply_async(square, i).unwrap()).collect();
+        for r in rs {
+            std::hint::black_box(r.get().unwrap());
+        }
+    });
+    let (vs, peer) = match py.get("apply_async_10000") {
+        Some((s, _)) => (
+            format!("{:.1}x CPython", s / apply.as_secs_f64()),
+            format!("CPython {:.1} k tasks/s", 1e4 / s / 1e3),
+        ),
+        None => ("-".into(), "CPython skipped".into()),
+    };
+    t.row("10^4 apply_async", format!("{:.1} k tasks/s", rate(10_000, apply) / 1e3), vs, &peer);
+
+    let n = calibrate_spin();
+    let tasks = vec![n; 200];
+    let ours = timed(5, || {
+        std::hint::black_box(pool.map(spin, tasks.iter().copied()).unwrap());
+    });
+    let serial = timed(3, || {
+        std::hint::black_box(tasks.iter().map(|&n| spin(n)).collect::<Vec<_>>());
+    });
+    let ray = timed(5, || {
+        rayon2.install(|| std::hint::black_box(tasks.par_iter().map(|&n| spin(n)).collect::<Vec<_>>()));
+    });
+    let py_note = match py.get("spin_200") {
+        Some((s, Some(ser))) => format!("; CPython {:.2}x its serial", ser / s),
+        _ => String::new(),
+    };
+    t.row(
+        "200 tasks of ~1 ms CPU",
+        format!("{:.1} ms", ours.as_secs_f64() * 1e3),
+        format!("{:.2}x serial", serial.as_secs_f64() / ours.as_secs_f64()),
+        &format!("rayon {:.2}x serial{py_note}", serial.as_secs_f64() / ray.as_secs_f64()),
+    );
+    drop(pool);
+
+    let create = timed(9, || {
+        let p = mp::Pool::new(2).unwrap();
+        p.close();
+        p.join().unwrap();
+    });
+    let bare = timed(9, || {
+        let kids: Vec<_> =
+            (0..2).map(|_| Command::new("/proc/self/exe").env(BARE_EXIT, "1").spawn().unwrap()).collect();
+        for mut k in kids {
+            k.wait().unwrap();
+        }
+    });
+    let py_note = match py.get("pool_create") {
+        Some((s, _)) => format!("; CPython Pool(2) {:.1} ms", s * 1e3),
+        None => String::new(),
+    };
+    t.row(
+        "Pool(2) create + close + join",
+        format!("{:.2} ms", create.as_secs_f64() * 1e3),
+        format!("{:.2}x 2 bare processes", create.as_secs_f64() / bare.as_secs_f64()),
+        &format!("2 bare re-execs {:.2} ms{py_note}", bare.as_secs_f64() * 1e3),
+    );
+    println!();
+    t.print();
+}
