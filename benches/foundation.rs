@@ -64,18 +64,28 @@ fn echo_u64(conn: mp::Connection<u64>) {
     }
 }
 
-/// Receives whole messages (typed with `recv`, or raw with `recv_bytes`) and replies with
-/// each one's length as 8 little-endian bytes, until the parent closes its end.
+/// Receives whole messages (mode 0: typed with `recv`; 1: raw with `recv_bytes`; 2: raw with
+/// `recv_bytes_into` a reused buffer) and replies with each one's length as 8 little-endian
+/// bytes, until the parent closes its end.
 #[mp::worker]
-fn bulk_sink(conn: mp::Connection<Vec<u8>>, typed: bool) {
+fn bulk_sink(conn: mp::Connection<Vec<u8>>, mode: u8) {
+    let mut reused = Vec::new();
     loop {
-        let got = if typed { conn.recv() } else { conn.recv_bytes() };
+        let got = match mode {
+            0 => conn.recv(),
+            1 => conn.recv_bytes(),
+            _ => conn.recv_bytes_into(&mut reused).map(|_| std::mem::take(&mut reused)),
+        };
         let Ok(v) = got else { break };
         // Reply first, free after: the transfer is measured, not the deallocation.
         if conn.send_bytes(&(v.len() as u64).to_le_bytes()).is_err() {
             break;
         }
-        drop(v);
+        if mode == 2 {
+            reused = v; // keep the buffer (and its mapped pages) for the next message
+        } else {
+            drop(v);
+        }
     }
 }
 
@@ -291,11 +301,14 @@ fn bench_bulk(t: &mut Table) -> Result<(), Box<dyn std::error::Error>> {
     let data: Vec<u8> = (0..BULK_LEN).map(|i| (i % 251) as u8).collect();
 
     let (typed_conn, theirs) = mp::Pipe::new::<Vec<u8>>()?;
-    let mut typed_worker = mp::Process::new(bulk_sink, (theirs, true));
+    let mut typed_worker = mp::Process::new(bulk_sink, (theirs, 0));
     typed_worker.start()?;
     let (bytes_conn, theirs) = mp::Pipe::new::<Vec<u8>>()?;
-    let mut bytes_worker = mp::Process::new(bulk_sink, (theirs, false));
+    let mut bytes_worker = mp::Process::new(bulk_sink, (theirs, 1));
     bytes_worker.start()?;
+    let (into_conn, theirs) = mp::Pipe::new::<Vec<u8>>()?;
+    let mut into_worker = mp::Process::new(bulk_sink, (theirs, 2));
+    into_worker.start()?;
     let mut raw = RawEcho::spawn("bulk")?;
     let mut raw_fresh = RawEcho::spawn("bulk-fresh")?;
 
@@ -314,23 +327,26 @@ fn bench_bulk(t: &mut Table) -> Result<(), Box<dyn std::error::Error>> {
         expect(typed_conn.recv_bytes()?)?;
         Ok(t0.elapsed())
     };
-    let bytes = |data: &[u8]| -> Result<Duration, Box<dyn std::error::Error>> {
-        let t0 = Instant::now();
-        bytes_conn.send_bytes(data)?;
-        expect(bytes_conn.recv_bytes()?)?;
-        Ok(t0.elapsed())
-    };
+    let bytes =
+        |conn: &mp::Connection<Vec<u8>>, data: &[u8]| -> Result<Duration, Box<dyn std::error::Error>> {
+            let t0 = Instant::now();
+            conn.send_bytes(data)?;
+            expect(conn.recv_bytes()?)?;
+            Ok(t0.elapsed())
+        };
 
     let (mut s_typed, mut s_bytes, mut s_raw, mut s_fresh) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut s_into = Vec::new();
     for i in 0..BULK_WARMUP + BULK_RUNS {
         // Rotate the order each round.
-        let mut round = [Duration::ZERO; 4];
-        for k in 0..4 {
-            let which = (k + i) % 4;
+        let mut round = [Duration::ZERO; 5];
+        for k in 0..5 {
+            let which = (k + i) % 5;
             round[which] = match which {
                 0 => raw.bulk(&data)?,
                 1 => raw_fresh.bulk(&data)?,
-                2 => bytes(&data)?,
+                2 => bytes(&bytes_conn, &data)?,
+                3 => bytes(&into_conn, &data)?,
                 _ => typed(&data)?,
             };
         }
@@ -338,13 +354,16 @@ fn bench_bulk(t: &mut Table) -> Result<(), Box<dyn std::error::Error>> {
             s_raw.push(round[0]);
             s_fresh.push(round[1]);
             s_bytes.push(round[2]);
-            s_typed.push(round[3]);
+            s_into.push(round[3]);
+            s_typed.push(round[4]);
         }
     }
     drop(typed_conn);
     drop(bytes_conn);
+    drop(into_conn);
     typed_worker.join()?;
     bytes_worker.join()?;
+    into_worker.join()?;
     raw.finish()?;
     raw_fresh.finish()?;
 
@@ -366,6 +385,7 @@ fn bench_bulk(t: &mut Table) -> Result<(), Box<dyn std::error::Error>> {
         "informational: page-fault floor for a new Vec",
     );
     for (name, short, s) in [
+        ("mp send_bytes(&[u8]) / recv_bytes_into(reused)", "send_bytes+recv_bytes_into", &s_into),
         ("mp send_bytes(&[u8]) / recv_bytes()", "send_bytes", &s_bytes),
         ("mp send(Vec<u8>) / recv() (serde, postcard)", "send(Vec<u8>)", &s_typed),
     ] {

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mp::prelude::*;
 use rayon::prelude::*;
 
 #[mp::worker]
@@ -54,7 +53,7 @@ fn calibrate_spin() -> u64 {
     let mut n = 1_000u64;
     loop {
         let t = Instant::now();
-        spin(n);
+        std::hint::black_box(spin(n));
         let d = t.elapsed();
         if d > Duration::from_micros(500) {
             return (n as f64 * 1e-3 / d.as_secs_f64()) as u64;
@@ -94,7 +93,7 @@ impl Table {
         self.0.push([name.to_string(), value, vs, note.to_string()]);
     }
     fn print(&self) {
-        println!("{:<34} {:>16} {:>26}  {}", "workload", "mp", "ratio", "peer");
+        println!("{:<34} {:>16} {:>26}  peer", "workload", "mp", "ratio");
         for [a, b, c, d] in &self.0 {
             println!("{a:<34} {b:>16} {c:>26}  {d}");
         }

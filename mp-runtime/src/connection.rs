@@ -1,6 +1,7 @@
 //! `mp::Pipe` and `Connection<T>`: typed, framed messages over a Unix socket pair, passable
 //! to workers like any other argument.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
@@ -220,6 +221,40 @@ impl<T> Connection<T> {
         self.recv_frame(None, None, Kind::Bytes).map(|f| f.payload)
     }
 
+    /// Receives one [`send_bytes`](Self::send_bytes) message into `buf` (replacing its
+    /// contents), reusing its allocation: for repeated large messages this avoids mapping
+    /// fresh memory each time (Python's `recv_bytes_into`). Returns the message length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = mp::Pipe::new::<()>().unwrap();
+    /// let mut buf = Vec::with_capacity(1 << 20);
+    /// a.send_bytes(b"first").unwrap();
+    /// assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), 5);
+    /// assert_eq!(buf, b"first");
+    /// ```
+    pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize, Error> {
+        let inner = self.inner(true)?;
+        let mut reader = inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+        reader.spare = Some(std::mem::take(buf));
+        let r = reader.read(inner.fd.as_fd(), None, "a Connection");
+        if let Some(v) = reader.spare.take() {
+            *buf = v; // no frame was started: give the buffer back untouched
+        }
+        match r {
+            Ok(f) if f.kind == Kind::Bytes => {
+                *buf = f.payload;
+                Ok(buf.len())
+            }
+            Ok(f) => Err(Error::Protocol(format!(
+                "expected a Bytes message but a {:?} message arrived (send_bytes pairs with recv_bytes)",
+                f.kind
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
     /// [`recv_bytes`](Self::recv_bytes) with a timeout.
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, Error> {
         self.recv_frame(Some(Instant::now() + timeout), Some(timeout), Kind::Bytes).map(|f| f.payload)
@@ -260,7 +295,7 @@ impl<T> Connection<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Connection<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Connection<T> {
     /// Sends `value` to the other end. Handles inside it (other Connections) travel too.
     ///
     /// On failure the value comes back in [`SendError`]; `?` turns it into an `mp::Error`.
@@ -281,6 +316,14 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
 
     fn try_send(&self, value: &T) -> Result<(), Error> {
         let inner = self.inner(false)?;
+        if let Some(bytes) = (value as &dyn Any).downcast_ref::<Vec<u8>>() {
+            // Same bytes as serde would write (a varint length, then the bytes), without
+            // serde's byte-at-a-time loop and without copying the buffer.
+            let mut prefix = Vec::with_capacity(10);
+            codec::encode_into(&bytes.len(), &mut prefix)?;
+            let _w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            return wire::send_parts(inner.fd.as_fd(), Kind::Data, &[&prefix, bytes], "a Connection");
+        }
         let mut frame = OutFrame::new(Kind::Data);
         frame.fds = codec::encode_with_fds(value, &mut frame.buf, codec::Route::Local)?;
         let _w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -291,7 +334,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// copy of the other end is closed and nothing is left to read.
     pub fn recv(&self) -> Result<T, Error> {
         let f = self.recv_frame(None, None, Kind::Data)?;
-        codec::decode_with_fds(&f.payload, f.fds)
+        decode_value(f)
     }
 
     /// [`recv`](Self::recv), giving up after `timeout` with `Error::Timeout` (nothing is
@@ -306,8 +349,31 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, Error> {
         let f = self.recv_frame(Some(Instant::now() + timeout), Some(timeout), Kind::Data)?;
-        codec::decode_with_fds(&f.payload, f.fds)
+        decode_value(f)
     }
+}
+
+/// Decodes a received value; a `Vec<u8>` reuses the frame's buffer instead of being rebuilt
+/// byte by byte.
+fn decode_value<T: DeserializeOwned + 'static>(f: wire::Frame) -> Result<T, Error> {
+    if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        let (len, rest) = codec::decode_prefix::<usize>(&f.payload)?;
+        if rest.len() == len {
+            let mut payload = f.payload;
+            let skip = payload.len() - len;
+            payload.drain(..skip);
+            let boxed: Box<dyn Any> = Box::new(payload);
+            if let Ok(v) = boxed.downcast::<T>() {
+                return Ok(*v);
+            }
+        }
+        return Err(Error::Codec {
+            type_name: std::any::type_name::<T>().to_string(),
+            direction: crate::error::CodecDirection::Decode,
+            message: "the byte string's length does not match the frame".into(),
+        });
+    }
+    codec::decode_with_fds(&f.payload, f.fds)
 }
 
 #[derive(Serialize, Deserialize)]

@@ -35,7 +35,12 @@ pub(crate) struct ChildOptions {
 }
 
 /// Starts a child, registers it, and sends its `Setup`. Shared by `Process` and `Pool`.
-pub(crate) fn start_child(name: String, opts: ChildOptions) -> Result<(Arc<Tracked>, OwnedFd), Error> {
+/// `first_task`, if any, goes out in the same write as the `Setup`.
+pub(crate) fn start_child(
+    name: String,
+    opts: ChildOptions,
+    first_task: Option<OutFrame>,
+) -> Result<(Arc<Tracked>, OwnedFd), Error> {
     let ChildOptions { daemon, one_shot, initializer, max_memory } = opts;
     let (child, sock) = spawn::spawn_child()?;
     let tracked = Arc::new(Tracked { child, name, daemon });
@@ -50,8 +55,13 @@ pub(crate) fn start_child(name: String, opts: ChildOptions) -> Result<(Arc<Track
     };
     let mut frame = OutFrame::new(Kind::Setup);
     codec::encode_into(&setup, &mut frame.buf)?;
-    if let Err(e) = frame.send(sock.as_fd(), "a new child's channel") {
+    let frames = match first_task {
+        Some(task) => vec![frame, task],
+        None => vec![frame],
+    };
+    if let Err(e) = crate::wire::send_frames(sock.as_fd(), frames, "a new child's channel") {
         tracked.child.kill_and_reap();
+        forget(&tracked);
         return Err(e);
     }
     Ok((tracked, sock))
@@ -273,15 +283,8 @@ impl<W: Worker> Process<W> {
         let args = self.args.as_ref().expect("arguments present before start");
         // Encode first: a value that cannot be sent is an error before any process exists.
         let frame = task_frame::<W>(0, args)?;
-        let (tracked, sock) = start_child(
-            self.name.clone(),
-            ChildOptions { daemon: self.daemon, one_shot: true, ..Default::default() },
-        )?;
-        if let Err(e) = frame.send(sock.as_fd(), "the child's channel") {
-            tracked.child.kill_and_reap();
-            forget(&tracked);
-            return Err(e);
-        }
+        let opts = ChildOptions { daemon: self.daemon, one_shot: true, ..Default::default() };
+        let (tracked, sock) = start_child(self.name.clone(), opts, Some(frame))?;
         self.args = None; // our copies of passed handles close now
         self.state = State::Running(Running { tracked, sock, reader: FrameReader::new() });
         Ok(())

@@ -164,7 +164,7 @@ pub(crate) fn spawn_worker(config: &Config) -> Result<Slot, Error> {
         initializer: config.initializer.clone(),
         max_memory: config.max_memory,
     };
-    let (tracked, sock) = process::start_child(name, opts)?;
+    let (tracked, sock) = process::start_child(name, opts, None)?;
     Ok(Slot {
         tracked,
         sock,

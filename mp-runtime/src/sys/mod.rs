@@ -344,3 +344,24 @@ pub fn recv_into_spare(fd: BorrowedFd<'_>, v: &mut Vec<u8>, max: usize, dontwait
     unsafe { v.set_len(v.len() + n) };
     Ok(n)
 }
+
+/// Asks for transparent huge pages behind a large buffer's spare capacity, so filling it takes
+/// a few hundred page faults instead of tens of thousands. Advisory: failures are ignored.
+pub fn advise_huge_pages(v: &mut Vec<u8>) {
+    const HUGE: usize = 2 << 20;
+    let spare = v.spare_capacity_mut();
+    if spare.len() < 2 * HUGE {
+        return;
+    }
+    let start = spare.as_mut_ptr() as usize;
+    let end = start + spare.len();
+    let page = 4096;
+    let (a, b) = (start.div_ceil(page) * page, end / page * page);
+    if b <= a {
+        return;
+    }
+    // SAFETY: [a, b) lies inside the Vec's own allocation (its spare capacity, rounded inwards
+    // to page boundaries), which stays allocated for the call; MADV_HUGEPAGE changes only how
+    // the kernel backs those pages, never their contents or validity.
+    let _ = unsafe { rustix::mm::madvise(a as *mut _, b - a, rustix::mm::Advice::LinuxHugepage) };
+}

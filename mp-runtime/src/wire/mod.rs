@@ -129,6 +129,17 @@ impl OutFrame {
     }
 }
 
+/// Writes several frames in one vectored write; every descriptor rides on the first bytes,
+/// which the reader's descriptor queue hands to the frames that announced them, in order.
+pub(crate) fn send_frames(fd: BorrowedFd<'_>, mut frames: Vec<OutFrame>, what: &str) -> Result<(), Error> {
+    for f in &mut frames {
+        f.seal()?;
+    }
+    let bufs: Vec<&[u8]> = frames.iter().map(|f| f.buf.as_slice()).collect();
+    let fds: Vec<BorrowedFd<'_>> = frames.iter().flat_map(|f| f.fds.iter().map(|d| d.as_fd())).collect();
+    sys::send_all(fd, &bufs, &fds).map_err(|e| send_error(e, what))
+}
+
 /// Writes a frame whose payload is `payload` (not copied: header and payload go out in one
 /// vectored write).
 pub(crate) fn send_raw(fd: BorrowedFd<'_>, kind: Kind, payload: &[u8], what: &str) -> Result<(), Error> {
@@ -203,6 +214,7 @@ impl Partial {
     fn reserve_rest(&mut self) {
         if self.payload.capacity() < self.len {
             self.payload.reserve_exact(self.len - self.payload.len());
+            sys::advise_huge_pages(&mut self.payload);
         }
     }
 }
@@ -236,6 +248,8 @@ pub(crate) struct FrameReader {
     pub limit: Option<u64>,
     /// Set during `try_read`: never wait, an empty socket ends the attempt.
     nonblocking: bool,
+    /// A buffer to receive the next payload into (its pages are already mapped).
+    pub spare: Option<Vec<u8>>,
 }
 
 const READ_BUF: usize = 64 * 1024;
@@ -257,6 +271,7 @@ impl FrameReader {
             discard: 0,
             limit: None,
             nonblocking: false,
+            spare: None,
         }
     }
 
@@ -398,7 +413,13 @@ impl FrameReader {
             }
             let len = len as usize;
             // Grow as bytes arrive: a lying length never allocates more than is received.
-            let payload = Vec::with_capacity(len.min(READ_BUF));
+            let payload = match self.spare.take() {
+                Some(mut v) => {
+                    v.clear();
+                    v
+                }
+                None => Vec::with_capacity(len.min(READ_BUF)),
+            };
             self.partial = Some(Partial { kind, nfds, len, payload });
         }
     }
