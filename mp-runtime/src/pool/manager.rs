@@ -31,8 +31,11 @@ pub(crate) struct Task {
     pub worker: &'static str,
     /// The items' encoded arguments, back to back.
     pub args: Vec<u8>,
-    /// Item boundaries in `args` (items + 1 entries).
-    pub offsets: Vec<usize>,
+    /// How many items `args` holds.
+    pub count: usize,
+    /// The encoded length of the first item in a byte string (item boundaries are only
+    /// needed to split a chunk after a crash, so they are not stored).
+    pub skip: fn(&[u8]) -> Result<usize, Error>,
     /// A single call whose arguments carry descriptors (sent as a one-call frame).
     pub single: bool,
     pub fds: Vec<OwnedFd>,
@@ -43,36 +46,50 @@ pub(crate) struct Task {
 
 impl Task {
     pub fn items(&self) -> usize {
-        self.offsets.len() - 1
+        self.count
     }
 
-    /// The items from `from` on, as a task of their own.
-    fn tail(&self, from: usize) -> Task {
-        let base = self.offsets[from];
+    /// Byte offsets of the items from `from` on, and the end.
+    fn offsets(&self, from: usize) -> Vec<usize> {
+        let mut at = 0;
+        let mut out = Vec::with_capacity(self.count + 1);
+        for i in 0..self.count {
+            if i >= from {
+                out.push(at);
+            }
+            // A chunk we encoded ourselves always re-parses; stop rather than panic if not.
+            match (self.skip)(&self.args[at..]) {
+                Ok(n) => at += n,
+                Err(_) => break,
+            }
+        }
+        out.push(at);
+        out
+    }
+
+    fn part(&self, first: usize, count: usize, range: std::ops::Range<usize>) -> Task {
         Task {
             worker: self.worker,
-            args: self.args[base..].to_vec(),
-            offsets: self.offsets[from..].iter().map(|o| o - base).collect(),
+            args: self.args[range].to_vec(),
+            count,
+            skip: self.skip,
             single: self.single,
             fds: self.fds.iter().filter_map(|f| f.try_clone().ok()).collect(),
-            first: self.first + from,
+            first: self.first + first,
             collector: self.collector.clone(),
         }
     }
 
+    /// The items from `from` on, as a task of their own.
+    fn tail(&self, from: usize) -> Task {
+        let offs = self.offsets(from);
+        self.part(from, self.count - from, offs[0]..self.args.len())
+    }
+
     /// One task per item, from `from` on.
     fn split(&self, from: usize) -> Vec<Task> {
-        (from..self.items())
-            .map(|i| Task {
-                worker: self.worker,
-                args: self.args[self.offsets[i]..self.offsets[i + 1]].to_vec(),
-                offsets: vec![0, self.offsets[i + 1] - self.offsets[i]],
-                single: self.single,
-                fds: self.fds.iter().filter_map(|f| f.try_clone().ok()).collect(),
-                first: self.first + i,
-                collector: self.collector.clone(),
-            })
-            .collect()
+        let offs = self.offsets(from);
+        offs.windows(2).enumerate().map(|(k, w)| self.part(from + k, 1, w[0]..w[1])).collect()
     }
 
     fn frame(&self, id: u64) -> Result<OutFrame, Error> {

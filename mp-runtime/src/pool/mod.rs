@@ -524,11 +524,10 @@ fn encode_tasks<W: Worker>(
             let pushed = codec::fds_pushed();
             codec::encode_into(&item, &mut task.args)?;
             if codec::fds_pushed() == pushed {
-                task.offsets.push(task.args.len());
+                task.count += 1;
             } else {
                 let fds = codec::take_collected_fds();
                 let args = task.args.split_off(before);
-                let len = args.len();
                 let done = std::mem::replace(&mut task, new_task::<W>(next + 1, collector, chunksize));
                 if done.items() > 0 {
                     tasks.push(done);
@@ -536,7 +535,8 @@ fn encode_tasks<W: Worker>(
                 tasks.push(Task {
                     worker: W::NAME,
                     args,
-                    offsets: vec![0, len],
+                    count: 1,
+                    skip: |b| Ok(b.len()), // one item: all of it
                     single: true,
                     fds,
                     first: next,
@@ -554,13 +554,18 @@ fn encode_tasks<W: Worker>(
     Ok(next)
 }
 
+/// The encoded length of the first `W::Args` in `bytes`.
+fn skip_one<W: Worker>(bytes: &[u8]) -> Result<usize, Error> {
+    let (_, rest) = codec::decode_prefix::<W::Args>(bytes)?;
+    Ok(bytes.len() - rest.len())
+}
+
 fn new_task<W: Worker>(first: usize, collector: &Arc<Collector>, chunksize: usize) -> Task {
-    let mut offsets = Vec::with_capacity(chunksize.min(1 << 20) + 1);
-    offsets.push(0);
     Task {
         worker: W::NAME,
         args: Vec::with_capacity(chunksize.min(1 << 20) * std::mem::size_of::<W::Args>().max(1)),
-        offsets,
+        count: 0,
+        skip: skip_one::<W>,
         single: false,
         fds: Vec::new(),
         first,

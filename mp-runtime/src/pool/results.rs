@@ -280,6 +280,28 @@ pub(crate) fn collect_ordered<W: Worker>(
         let d = collector.take_at(next);
         next += d.count();
         bar.inc(d.count());
+        // The common case, a part without failures: decode straight into the output.
+        let d = match d {
+            Delivery::Part { count, payload, offset, failures, .. }
+                if failures.is_empty() && first_err.is_none() =>
+            {
+                let mut rest = &payload[offset..];
+                for _ in 0..count {
+                    match codec::decode_prefix::<W::Output>(rest) {
+                        Ok((v, r)) => {
+                            out.push(v);
+                            rest = r;
+                        }
+                        Err(e) => {
+                            first_err = Some(e.with_index(out.len()));
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            other => other,
+        };
         d.decode::<W>(|_, r| match r {
             Ok(v) => out.push(v),
             Err(e) => {
