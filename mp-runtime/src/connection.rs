@@ -213,7 +213,7 @@ impl<T> Connection<T> {
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), Error> {
         let inner = self.inner(false)?;
         let _w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        wire::send_raw(inner.fd.as_fd(), Kind::Bytes, bytes, "a Connection")
+        wire::send_parts(inner.fd.as_fd(), Kind::Bytes, &[bytes], "a Connection")
     }
 
     /// Receives one message sent with [`send_bytes`](Self::send_bytes).

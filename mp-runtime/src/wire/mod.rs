@@ -103,12 +103,7 @@ impl OutFrame {
     pub(crate) fn seal(&mut self) -> Result<(), Error> {
         let len = (self.buf.len() - HEADER_LEN) as u64;
         if len > max_frame_size() {
-            return Err(Error::Protocol(format!(
-                "a message of {len} bytes exceeds the frame limit of {} bytes; raise it with \
-                 mp::set_max_frame_size (or MP_MAX_FRAME_SIZE) in both processes, or send it in \
-                 parts",
-                max_frame_size()
-            )));
+            return Err(too_large(len));
         }
         if self.fds.len() > sys::MAX_FDS_PER_FRAME {
             return Err(Error::Protocol(format!(
@@ -140,31 +135,11 @@ pub(crate) fn send_frames(fd: BorrowedFd<'_>, mut frames: Vec<OutFrame>, what: &
     sys::send_all(fd, &bufs, &fds).map_err(|e| send_error(e, what))
 }
 
-/// Writes a frame whose payload is `payload` (not copied: header and payload go out in one
-/// vectored write).
-pub(crate) fn send_raw(fd: BorrowedFd<'_>, kind: Kind, payload: &[u8], what: &str) -> Result<(), Error> {
-    let len = payload.len() as u64;
-    if len > max_frame_size() {
-        return Err(Error::Protocol(format!(
-            "a message of {len} bytes exceeds the frame limit of {} bytes; raise it with \
-             mp::set_max_frame_size (or MP_MAX_FRAME_SIZE) in both processes",
-            max_frame_size()
-        )));
-    }
-    let mut header = [0u8; HEADER_LEN];
-    write_header(&mut header, kind, 0, len);
-    sys::send_all(fd, &[&header, payload], &[]).map_err(|e| send_error(e, what))
-}
-
 /// Writes one frame whose payload is the concatenation of `parts`, in one vectored write.
 pub(crate) fn send_parts(fd: BorrowedFd<'_>, kind: Kind, parts: &[&[u8]], what: &str) -> Result<(), Error> {
     let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
     if len > max_frame_size() {
-        return Err(Error::Protocol(format!(
-            "a message of {len} bytes exceeds the frame limit of {} bytes; raise it with \
-             mp::set_max_frame_size (or MP_MAX_FRAME_SIZE) in both processes",
-            max_frame_size()
-        )));
+        return Err(too_large(len));
     }
     let mut header = [0u8; HEADER_LEN];
     write_header(&mut header, kind, 0, len);
@@ -172,6 +147,14 @@ pub(crate) fn send_parts(fd: BorrowedFd<'_>, kind: Kind, parts: &[&[u8]], what: 
     bufs.push(&header);
     bufs.extend_from_slice(parts);
     sys::send_all(fd, &bufs, &[]).map_err(|e| send_error(e, what))
+}
+
+fn too_large(len: u64) -> Error {
+    Error::Protocol(format!(
+        "a message of {len} bytes exceeds the frame limit of {} bytes; raise it with \
+         mp::set_max_frame_size (or MP_MAX_FRAME_SIZE) in both processes, or send it in parts",
+        max_frame_size()
+    ))
 }
 
 fn write_header(h: &mut [u8], kind: Kind, nfds: u32, len: u64) {
