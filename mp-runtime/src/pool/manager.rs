@@ -542,21 +542,28 @@ impl Manager {
     }
 
     fn terminate(&mut self) {
+        self.abandon(|| Error::Closed { what: "the pool (terminated)" });
+    }
+
+    /// Kills every worker and answers every task still held with `err()`; later submissions
+    /// are refused. Nothing waits forever on a pool that is gone.
+    fn abandon(&mut self, err: impl Fn() -> Error) {
         for slot in self.slots.iter().flatten() {
             let _ = slot.tracked.child.signal(9);
         }
         for slot in self.slots.iter_mut().filter_map(Option::take) {
             reap(&slot.tracked);
             for fl in slot.inflight {
-                fl.task.fail_from(fl.answered, |_| Error::Closed { what: "the pool (terminated)" });
+                fl.task.fail_from(fl.answered, |_| err());
             }
         }
         for t in self.pending.drain(..) {
-            t.fail_from(0, |_| Error::Closed { what: "the pool (terminated)" });
+            t.fail_from(0, |_| err());
         }
         let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        inbox.terminate = true;
         for t in inbox.tasks.drain(..) {
-            t.fail_from(0, |_| Error::Closed { what: "the pool (terminated)" });
+            t.fail_from(0, |_| err());
         }
     }
 
@@ -571,6 +578,16 @@ impl Manager {
 
     fn stats(&self, f: impl FnOnce(&mut PoolStats)) {
         f(&mut self.shared.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+impl Drop for Manager {
+    /// Normally a no-op (terminate and shutdown leave nothing behind). If the loop ever
+    /// panicked, this runs during unwinding: callers get an error instead of waiting forever.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.abandon(|| Error::invalid("the pool's manager thread failed; create a new pool"));
+        }
     }
 }
 
