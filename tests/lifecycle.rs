@@ -73,6 +73,15 @@ fn main() {
             println!("{} {}", d.pid().unwrap(), n.pid().unwrap());
             std::mem::forget((d, n)); // leave them to the exit hook, as a script would
         }
+        Some("scenario-exit-without-guard") => {
+            // std::process::exit skips #[mp::main]'s guard: the exit hook registered by
+            // mp::init() must still join the non-daemon child.
+            let marker = args.next().unwrap();
+            let mut n = Process::new(touch_after, (marker, 300));
+            n.start().unwrap();
+            std::mem::forget(n);
+            std::process::exit(0);
+        }
         Some("scenario-orphan") => {
             let mut p = Process::new(sleep_ms, 60_000);
             p.start().unwrap();
@@ -97,6 +106,7 @@ fn main() {
 
 fn driver() {
     daemons_are_terminated_and_others_joined_at_exit();
+    the_exit_hook_joins_without_the_guard();
     a_sigkilled_parent_leaves_no_child();
     backtrace_when_rust_backtrace_is_set();
     no_descriptor_or_zombie_is_left();
@@ -118,6 +128,17 @@ fn daemons_are_terminated_and_others_joined_at_exit() {
     assert!(wait_gone(pids[1], Duration::from_secs(2)));
     std::fs::remove_dir_all(&dir).unwrap();
     println!("  daemons terminated, non-daemons joined at exit");
+}
+
+fn the_exit_hook_joins_without_the_guard() {
+    let dir = std::env::temp_dir().join(format!("mp-lifecycle-hook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("joined");
+    let out = scenario("scenario-exit-without-guard").arg(&marker).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(marker.exists(), "the non-daemon child was killed instead of joined at exit");
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!("  mp::init()'s exit hook joins non-daemon children even without #[mp::main]");
 }
 
 fn a_sigkilled_parent_leaves_no_child() {

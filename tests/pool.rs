@@ -415,3 +415,61 @@ fn progress_bars_do_not_change_results() {
     assert_eq!(pool.map(square, 0..100).unwrap().len(), 100);
     assert_eq!(pool.imap(square, 0..).unwrap().take(10).count(), 10);
 }
+
+/// Records each run in `dir` (one file per run), then sleeps `ms` and, if asked, aborts.
+#[mp::worker]
+fn logged(dir: String, i: u32, ms: u64, abort: bool) -> u32 {
+    let stamp = format!("{i}-{}-{:?}", std::process::id(), Instant::now());
+    std::fs::write(PathBuf::from(&dir).join(stamp), b"").unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    if abort {
+        std::process::abort();
+    }
+    i
+}
+
+fn runs_of(dir: &PathBuf, i: u32) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&format!("{i}-")))
+        .count()
+}
+
+#[mp::test]
+fn a_long_hung_item_in_a_chunk_times_out_once_and_alone() {
+    let pool = Pool::builder().processes(1).task_timeout(Duration::from_millis(500)).build().unwrap();
+    let dir = tempdir("hang");
+    let d = dir.display().to_string();
+    let items: Vec<_> = [10, 10, 60_000, 10, 10]
+        .iter()
+        .enumerate()
+        .map(|(i, &ms)| (d.clone(), i as u32, ms, false))
+        .collect();
+    let t0 = Instant::now();
+    let results: Vec<_> = pool.imap_chunked(logged, items, 5).unwrap().collect();
+    let took = t0.elapsed();
+    assert!(matches!(results[2], Err(Error::Timeout { .. })), "{:?}", results[2]);
+    for i in [0, 1, 3, 4] {
+        assert_eq!(results[i].as_ref().unwrap(), &(i as u32));
+    }
+    assert_eq!(runs_of(&dir, 2), 1, "the hung item must not be run again");
+    assert!(took < Duration::from_millis(1400), "one timeout, not two: {took:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[mp::test]
+fn a_crash_in_a_long_item_is_not_run_again() {
+    let pool = Pool::new(1).unwrap();
+    let dir = tempdir("crash-once");
+    let d = dir.display().to_string();
+    let items: Vec<_> = (0..5).map(|i| (d.clone(), i, if i == 2 { 100 } else { 1 }, i == 2)).collect();
+    let results: Vec<_> = pool.imap_chunked(logged, items, 5).unwrap().collect();
+    assert!(
+        matches!(results[2], Err(Error::WorkerDied { exit: Exit::Signal(6), index: Some(2), .. })),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
+    assert_eq!(runs_of(&dir, 2), 1, "an item that ran 100 ms before crashing is pinned, not retried");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -27,22 +27,27 @@ pub fn worker(attr: TokenStream, item: TokenStream) -> TokenStream {
     worker::expand(attr.into(), item.into()).into()
 }
 
-/// Runs `mp::init()` before `main`'s body and, when it returns, terminates daemonic children
-/// and joins the others.
+/// Runs `mp::init()` before `main`'s body and, when the body returns (or panics),
+/// terminates daemonic children and joins the others.
 ///
 /// ```ignore
 /// #[mp::main]
 /// fn main() -> Result<(), mp::Error> { /* … */ Ok(()) }
-/// // is
+/// // is about
 /// fn main() -> Result<(), mp::Error> { mp::init(); /* … */ }
 /// ```
+///
+/// (`mp::init()` alone registers the same clean-up to run at process exit; the attribute
+/// also runs it when `main` unwinds from a panic.)
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry::expand_main(attr.into(), item.into()).into()
 }
 
-/// A `#[test]` that may start child processes: children re-run the test binary on exactly
-/// this test, whose first statement (inserted) is `mp::init()`.
+/// A `#[test]` that may start child processes. Its first statement (inserted) is
+/// `mp::init()`; children re-run the test binary on one `#[mp::test]` (any will do: each
+/// starts with `init()`, where a child branches off), so use it on every test that starts
+/// processes: a plain `#[test]` would fail with `Error::NotInitialized` when run alone.
 #[proc_macro_attribute]
 pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry::expand_test(attr.into(), item.into()).into()

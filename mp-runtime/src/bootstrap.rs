@@ -8,8 +8,9 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,13 @@ pub(crate) struct Setup {
     pub initializer: Option<(String, Vec<u8>)>,
     /// Address-space limit in bytes (RLIMIT_AS), set before any task runs.
     pub max_memory: Option<u64>,
+}
+
+/// A `Progress` frame: item `item` of chunk task `id` has been running for a while.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Running {
+    pub id: u64,
+    pub item: u32,
 }
 
 /// Task id of the reply a pool worker sends when its initializer failed.
@@ -168,7 +176,15 @@ pub fn try_init() -> Result<(), Error> {
         child_main();
     }
     spawn::mark_initialized();
+    // As Python does at exit, even without #[mp::main]: terminate daemonic children and join
+    // the others when `main` returns.
+    sys::at_exit(exit_hook);
     Ok(())
+}
+
+extern "C" fn exit_hook() {
+    // Never unwind into C.
+    let _ = std::panic::catch_unwind(crate::process::cleanup_children);
 }
 
 #[doc(hidden)]
@@ -351,9 +367,12 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
     let mut body: Vec<u8> = Vec::with_capacity(args.len() + 64);
     let mut failures: Vec<(u32, Failure)> = Vec::new();
     let (mut start, mut count) = (0u32, 0u32);
-    start_flush_ticker();
+    start_flush_ticker(sock);
+    CUR_ITEM.store(0, Ordering::Relaxed);
+    CUR_ID.store(head.id, Ordering::Relaxed);
     let mut broken: Option<Failure> = None;
     for i in 0..head.items {
+        CUR_ITEM.store(i, Ordering::Relaxed);
         // One relaxed load per item: reading the clock here would cost more than tiny tasks.
         if count > 0 && FLUSH_DUE.load(Ordering::Relaxed) {
             FLUSH_DUE.store(false, Ordering::Relaxed);
@@ -386,15 +405,41 @@ fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Err
 }
 
 static FLUSH_DUE: AtomicBool = AtomicBool::new(false);
+/// The chunk task running now (0: none) and the index of its item running now.
+static CUR_ID: AtomicU64 = AtomicU64::new(0);
+static CUR_ITEM: AtomicU32 = AtomicU32::new(0);
+/// Serializes writes to the parent between the worker and the ticker's heartbeats.
+static SEND: Mutex<()> = Mutex::new(());
+/// The ticker's own handle on the parent's socket.
+static HEARTBEAT_SOCK: OnceLock<OwnedFd> = OnceLock::new();
 
-/// Raises `FLUSH_DUE` every `FLUSH_EVERY`, for the whole life of a pool worker.
-fn start_flush_ticker() {
+/// Every `FLUSH_EVERY`, for the whole life of a pool worker: raises `FLUSH_DUE`, and if one
+/// item of a chunk has been running for a whole period, tells the parent which one (a
+/// `Progress` frame), so a crash or timeout in it is pinned on that item alone.
+fn start_flush_ticker(sock: BorrowedFd<'_>) {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
+        if let Ok(dup) = sock.try_clone_to_owned() {
+            let _ = HEARTBEAT_SOCK.set(dup);
+        }
         let _ = std::thread::Builder::new().name("mp-flush-ticker".into()).spawn(|| {
+            let (mut seen, mut told) = ((0, 0), (0, u32::MAX));
             loop {
                 std::thread::sleep(FLUSH_EVERY);
                 FLUSH_DUE.store(true, Ordering::Relaxed);
+                let _guard = SEND.lock().unwrap_or_else(|p| p.into_inner());
+                let now = (CUR_ID.load(Ordering::Relaxed), CUR_ITEM.load(Ordering::Relaxed));
+                if now.0 != 0 && now == seen && now != told {
+                    if let Some(fd) = HEARTBEAT_SOCK.get() {
+                        let mut out = OutFrame::new(Kind::Progress);
+                        let running = Running { id: now.0, item: now.1 };
+                        if codec::encode_into(&running, &mut out.buf).is_ok() {
+                            let _ = out.send(fd.as_fd(), "the parent's channel");
+                        }
+                    }
+                    told = now;
+                }
+                seen = now;
             }
         });
     });
@@ -402,7 +447,12 @@ fn start_flush_ticker() {
 
 fn flush(sock: BorrowedFd<'_>, id: u64, part: Part, body: &mut Vec<u8>, what: &str) -> Result<(), Error> {
     let mut head = Vec::with_capacity(32);
+    let last = part.last;
     codec::encode_into(&ReplyHead { id, failure: None, part: Some(part) }, &mut head)?;
+    let _guard = SEND.lock().unwrap_or_else(|p| p.into_inner());
+    if last {
+        CUR_ID.store(0, Ordering::Relaxed); // under the lock: no heartbeat after this reply
+    }
     // Header and outputs go out in one vectored write: the outputs are not copied.
     let r = wire::send_parts(sock, Kind::Reply, &[&head, body], what);
     body.clear();
@@ -425,6 +475,47 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The worker's own frames: those between the panic machinery and mp's dispatch, as Rust's
+/// short backtraces do. `RUST_BACKTRACE=full` keeps every frame.
+fn short_backtrace(full: &str) -> String {
+    if std::env::var("RUST_BACKTRACE").is_ok_and(|v| v == "full") {
+        return full.to_string();
+    }
+    // Split into frames: a frame starts at a line like "  12: symbol".
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for line in full.lines() {
+        let t = line.trim_start();
+        let is_head =
+            t.split_once(':').is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match frames.last_mut() {
+            Some(f) if !is_head => f.push(line),
+            _ => frames.push(vec![line]),
+        }
+    }
+    let symbol = |f: &Vec<&str>| f[0].split_once(':').map_or("", |(_, s)| s.trim()).to_string();
+    let start =
+        frames.iter().position(|f| symbol(f).contains("__rust_end_short_backtrace")).map_or(0, |i| i + 1);
+    // Skip the panic machinery that follows the marker, up to the first frame outside std/core.
+    let user_start = (start..frames.len())
+        .find(|&i| {
+            let s = symbol(&frames[i]);
+            !(s.starts_with("std::")
+                || s.starts_with("core::")
+                || s.starts_with("__rustc")
+                || s.starts_with("<") && s.contains("core::"))
+        })
+        .unwrap_or(start);
+    let end = (user_start..frames.len())
+        .find(|&i| symbol(&frames[i]).starts_with("mp_runtime::"))
+        .unwrap_or(frames.len());
+    let mut out: Vec<&str> = frames[user_start..end].iter().flatten().copied().collect();
+    if out.is_empty() {
+        return full.to_string();
+    }
+    out.push("note: frames of the panic machinery and of mp are hidden; RUST_BACKTRACE=full shows all");
+    out.join("\n")
+}
+
 /// In a child, a panic inside a task is reported to the parent instead of printed here.
 fn install_panic_hook() {
     let default = std::panic::take_hook();
@@ -433,8 +524,8 @@ fn install_panic_hook() {
             let message = panic_message(info.payload());
             let location = info.location().map(|l| l.to_string());
             let bt = std::backtrace::Backtrace::capture();
-            let backtrace =
-                (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| bt.to_string());
+            let backtrace = (bt.status() == std::backtrace::BacktraceStatus::Captured)
+                .then(|| short_backtrace(&bt.to_string()));
             PANIC.with(|p| *p.borrow_mut() = Some(Failure::Panic { message, location, backtrace }));
         } else {
             default(info);

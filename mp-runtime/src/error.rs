@@ -147,7 +147,8 @@ pub enum Error {
         message: String,
     },
 
-    /// An authentication key was rejected.
+    /// An authentication key was rejected (reserved for managers and remote workers, which
+    /// authenticate their connections).
     #[error("authentication failed: {0}")]
     Auth(String),
 

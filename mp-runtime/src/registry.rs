@@ -24,6 +24,13 @@ use crate::error::Error;
 /// assert_eq!(add.call((2, 3)), 5);
 /// assert_eq!(add(2, 3), 5); // still a plain function
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an mp worker",
+    label = "expected a function marked #[mp::worker]",
+    note = "only named functions marked #[mp::worker] can run in another process (the child finds \
+            them by name); closures and plain fns cannot: move the code into \
+            `#[mp::worker] fn name(args…) -> T`"
+)]
 pub trait Worker: Copy + Send + Sync + 'static {
     /// The arguments: `()`, the single argument's type, or a tuple of them.
     type Args: Serialize + DeserializeOwned + Send + 'static;

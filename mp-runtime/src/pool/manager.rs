@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{Failure, INIT_FAILED, Part, ReplyHead, TaskHead};
+use crate::bootstrap::{Failure, INIT_FAILED, Part, ReplyHead, Running, TaskHead};
 use crate::error::{Error, Exit};
 use crate::pool::results::{Collector, Delivery};
 use crate::pool::{PoolStats, WorkerStats};
@@ -78,6 +78,17 @@ impl Task {
             first: self.first + first,
             collector: self.collector.clone(),
         }
+    }
+
+    /// Items `from..to`, as a task of their own.
+    fn slice(&self, from: usize, to: usize) -> Task {
+        let offs = self.offsets(from);
+        self.part(from, to - from, offs[0]..offs[to - from])
+    }
+
+    /// Answers item `i` alone with `err`.
+    fn fail_one(&self, i: usize, err: Error) {
+        self.collector.push(Delivery::One { index: self.first + i, result: Err(err) });
     }
 
     /// The items from `from` on, as a task of their own.
@@ -169,6 +180,8 @@ pub(crate) struct Slot {
     busy: Duration,
     killed_for_timeout: bool,
     retiring: bool,
+    /// The item the worker said has been running for a while (from `Progress` frames).
+    running: Option<Running>,
 }
 
 static WORKER_NO: AtomicU64 = AtomicU64::new(1);
@@ -194,6 +207,7 @@ pub(crate) fn spawn_worker(config: &Config) -> Result<Slot, Error> {
         busy: Duration::ZERO,
         killed_for_timeout: false,
         retiring: false,
+        running: None,
     })
 }
 
@@ -389,10 +403,14 @@ impl Manager {
                 Ok(None) => return Ok(()),
                 Err(_) => return Err(()),
             };
-            if frame.kind != Kind::Reply {
-                return Err(());
+            match frame.kind {
+                Kind::Reply => self.on_reply(i, frame.payload, frame.fds)?,
+                Kind::Progress => {
+                    let running = codec::decode::<Running>(&frame.payload).map_err(|_| ())?;
+                    self.slots[i].as_mut().expect("live slot").running = Some(running);
+                }
+                _ => return Err(()),
             }
-            self.on_reply(i, frame.payload, frame.fds)?;
         }
     }
 
@@ -510,24 +528,40 @@ impl Manager {
         let mut requeue: Vec<Task> = Vec::new();
         if let Some(head) = inflight.pop_front() {
             let t = &head.task;
-            let left = t.items() - head.answered;
-            if left == 1 || (t.single && left > 0) {
-                self.stats(|st| st.tasks_failed += left as u64);
-                let worker = t.worker;
-                if slot.killed_for_timeout {
-                    t.fail_from(head.answered, |index| Error::Timeout {
+            let worker = t.worker;
+            let killed_for_timeout = slot.killed_for_timeout;
+            let fail = |index: usize| {
+                if killed_for_timeout {
+                    Error::Timeout {
                         what: format!(
-                            "task #{index} of `{worker}` (its worker, pid {pid}, was killed at the pool's task_timeout)"
+                            "input #{index} of `{worker}` (its worker, pid {pid}, was killed at the pool's task_timeout)"
                         ),
                         after: timeout,
-                    });
+                    }
                 } else {
-                    t.fail_from(head.answered, |index| Error::WorkerDied {
-                        worker: worker.to_string(),
-                        pid,
-                        exit,
-                        index: Some(index),
-                    });
+                    Error::WorkerDied { worker: worker.to_string(), pid, exit, index: Some(index) }
+                }
+            };
+            let left = t.items() - head.answered;
+            // The worker said which item was running: only that one is answered with the
+            // failure; the rest run again (those before it finished but were not reported).
+            let culprit = slot
+                .running
+                .filter(|r| {
+                    r.id == head.id && r.item as usize >= head.answered && (r.item as usize) < t.items()
+                })
+                .map(|r| r.item as usize);
+            if left == 1 || (t.single && left > 0) {
+                self.stats(|st| st.tasks_failed += left as u64);
+                t.fail_from(head.answered, fail);
+            } else if let Some(k) = culprit {
+                self.stats(|st| st.tasks_failed += 1);
+                t.fail_one(k, fail(t.first + k));
+                if k > head.answered {
+                    requeue.push(t.slice(head.answered, k));
+                }
+                if k + 1 < t.items() {
+                    requeue.push(t.tail(k + 1));
                 }
             } else if left > 1 {
                 requeue.extend(t.split(head.answered));

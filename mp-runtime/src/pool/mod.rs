@@ -416,8 +416,8 @@ impl Pool {
         self.imap_inner(worker, items.into_iter(), true, Some(chunksize))
     }
 
-    /// Like [`imap`](Self::imap), but yields results as they complete, each with its input
-    /// index: `(index, result)`.
+    /// Like [`imap`](Self::imap), but yields results as they complete (use
+    /// [`IMap::next_indexed`] to learn each one's input index).
     pub fn imap_unordered<W: Worker, I: IntoIterator<Item = W::Args>>(
         &self,
         worker: W,

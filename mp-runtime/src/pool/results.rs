@@ -322,6 +322,7 @@ pub struct MapResult<T> {
     collector: Arc<Collector>,
     total: usize,
     progress: bool,
+    taken: bool,
     decode: fn(bool, &Collector, usize) -> Result<Vec<T>, Error>,
 }
 
@@ -337,7 +338,7 @@ impl<T> MapResult<T> {
         total: usize,
         progress: bool,
     ) -> Self {
-        MapResult { collector, total, progress, decode: collect_ordered::<W> }
+        MapResult { collector, total, progress, taken: false, decode: collect_ordered::<W> }
     }
 
     /// Whether every item has been answered.
@@ -356,15 +357,41 @@ impl<T> MapResult<T> {
     }
 
     /// Waits for all items; the results in input order, or the first failure.
-    pub fn get(self) -> Result<Vec<T>, Error> {
-        (self.decode)(self.progress, &self.collector, self.total)
+    pub fn get(mut self) -> Result<Vec<T>, Error> {
+        self.take()
     }
 
-    /// Like [`get`](Self::get), with a timeout (`Error::Timeout`; the map keeps running).
-    pub fn get_timeout(self, timeout: Duration) -> Result<Vec<T>, Error> {
+    /// Like [`get`](Self::get), but `Error::Timeout` after `timeout`; the map keeps running,
+    /// so call again later.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// #[mp::worker]
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    ///
+    /// mp::init();
+    /// let pool = mp::Pool::new(2).unwrap();
+    /// let mut m = pool.map_async(nap, vec![200, 200]).unwrap();
+    /// assert!(matches!(m.get_timeout(Duration::from_millis(1)), Err(mp::Error::Timeout { .. })));
+    /// assert_eq!(m.get_timeout(Duration::from_secs(30)).unwrap(), vec![200, 200]);
+    /// ```
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<T>, Error> {
+        if self.taken {
+            return Err(Error::invalid("this MapResult's values were already taken"));
+        }
         if !self.collector.wait_for(self.total, Some(Instant::now() + timeout)) {
             return Err(Error::Timeout { what: "map_async result".into(), after: timeout });
         }
-        self.get()
+        self.take()
+    }
+
+    fn take(&mut self) -> Result<Vec<T>, Error> {
+        if std::mem::replace(&mut self.taken, true) {
+            return Err(Error::invalid("this MapResult's values were already taken"));
+        }
+        (self.decode)(self.progress, &self.collector, self.total)
     }
 }

@@ -3,6 +3,9 @@
 //! Everything here is a thin, typed wrapper over one system call (through rustix, or nix
 //! where rustix lacks the call), so the rest of the runtime reads as protocol logic.
 
+mod atexit;
+pub use atexit::at_exit;
+
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::{self, IoSlice, IoSliceMut};

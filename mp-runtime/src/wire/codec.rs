@@ -54,10 +54,12 @@ fn codec_error<T: ?Sized>(direction: CodecDirection, e: postcard::Error) -> Erro
     let custom = LAST_CUSTOM.with(|c| c.borrow_mut().take());
     let message = match (e, custom) {
         (_, Some(msg)) => msg,
-        (postcard::Error::WontImplement, _) => "postcard cannot (de)serialize self-describing \
+        (postcard::Error::WontImplement | postcard::Error::SerializeSeqLengthUnknown, _) => {
+            "postcard cannot (de)serialize self-describing \
             constructs: #[serde(flatten)], #[serde(untagged)] enums, serde_json::Value and other \
             `deserialize_any` types; use plain structs and externally tagged enums"
-            .to_string(),
+                .to_string()
+        }
         (postcard::Error::DeserializeUnexpectedEnd, _) => {
             "the data ended early: the sender and receiver disagree on the type (are both \
              sides the same binary and the same type?)"

@@ -27,6 +27,8 @@ pub(crate) enum Kind {
     Reply = 3,
     /// Parent to child: finish and exit.
     Shutdown = 4,
+    /// Child to parent: which item of a chunk has been running for a while (`Running`).
+    Progress = 5,
     /// A value sent through a `Connection`.
     Data = 16,
     /// Raw bytes sent with `Connection::send_bytes`.
@@ -40,6 +42,7 @@ impl Kind {
             2 => Kind::Task,
             3 => Kind::Reply,
             4 => Kind::Shutdown,
+            5 => Kind::Progress,
             16 => Kind::Data,
             17 => Kind::Bytes,
             _ => return None,
