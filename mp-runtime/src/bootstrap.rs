@@ -361,47 +361,112 @@ fn is_chunk(payload: &[u8]) -> bool {
 }
 
 /// Runs a chunk, reporting finished items every `FLUSH_EVERY` and at the end.
-fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], what: &str) -> Result<(), Error> {
-    let (head, mut args) = codec::decode_prefix::<TaskHead<'_>>(payload)?;
+/// Where a chunk's item loop stands; kept outside the loop so a panic can resume after it.
+struct ChunkRun<'a> {
+    id: u64,
+    args: &'a [u8],
+    body: Vec<u8>,
+    failures: Vec<(u32, Failure)>,
+    /// Next item to run, first item of the unreported part, items in that part.
+    next: u32,
+    start: u32,
+    count: u32,
+    /// Where the running item's output begins in `body`.
+    at: usize,
+    broken: Option<Failure>,
+}
+
+impl ChunkRun<'_> {
+    /// Runs items until the end of the chunk; returns early only when a report cannot be
+    /// sent. A panic unwinds out of here, leaving `next` on the item that panicked.
+    fn run(
+        &mut self,
+        items: u32,
+        entry: &Result<&'static registry::WorkerEntry, Failure>,
+        sock: BorrowedFd<'_>,
+    ) -> Result<(), Error> {
+        while self.next < items {
+            CUR_ITEM.store(self.next, Ordering::Relaxed);
+            // One relaxed load per item: reading the clock here would cost more than tiny tasks.
+            if self.count > 0 && FLUSH_DUE.load(Ordering::Relaxed) {
+                FLUSH_DUE.store(false, Ordering::Relaxed);
+                self.report(false, sock)?;
+            }
+            self.at = self.body.len();
+            let outcome = match (entry, &self.broken) {
+                (Err(f), _) | (_, Some(f)) => Err(f.clone()),
+                (Ok(entry), None) => {
+                    (entry.dispatch)(&mut self.args, &mut self.body).map_err(Failure::from_error)
+                }
+            };
+            if let Err(failure) = outcome {
+                self.fail_current(failure);
+            }
+            self.count += 1;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    fn fail_current(&mut self, failure: Failure) {
+        // A decoding failure leaves the rest of the chunk unreadable: fail it all.
+        if matches!(failure, Failure::Codec { encode: false, .. }) {
+            self.broken = Some(failure.clone());
+        }
+        self.body.truncate(self.at);
+        self.failures.push((self.count, failure));
+    }
+
+    fn report(&mut self, last: bool, sock: BorrowedFd<'_>) -> Result<(), Error> {
+        let failures = std::mem::take(&mut self.failures);
+        let part = Part { start: self.start, count: self.count, last, failures };
+        flush(sock, self.id, part, &mut self.body, "the parent's channel")?;
+        (self.start, self.count) = (self.next, 0);
+        Ok(())
+    }
+}
+
+/// Runs a chunk, reporting finished items every `FLUSH_EVERY` and at the end.
+fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], _what: &str) -> Result<(), Error> {
+    let (head, args) = codec::decode_prefix::<TaskHead<'_>>(payload)?;
     let entry = registry::lookup(&head.worker).map_err(Failure::from_error);
-    let mut body: Vec<u8> = Vec::with_capacity(args.len() + 64);
-    let mut failures: Vec<(u32, Failure)> = Vec::new();
-    let (mut start, mut count) = (0u32, 0u32);
+    let mut run = ChunkRun {
+        id: head.id,
+        args,
+        body: Vec::with_capacity(args.len() + 64),
+        failures: Vec::new(),
+        next: 0,
+        start: 0,
+        count: 0,
+        at: 0,
+        broken: None,
+    };
     start_flush_ticker(sock);
     CUR_ITEM.store(0, Ordering::Relaxed);
     CUR_ID.store(head.id, Ordering::Relaxed);
-    let mut broken: Option<Failure> = None;
-    for i in 0..head.items {
-        CUR_ITEM.store(i, Ordering::Relaxed);
-        // One relaxed load per item: reading the clock here would cost more than tiny tasks.
-        if count > 0 && FLUSH_DUE.load(Ordering::Relaxed) {
-            FLUSH_DUE.store(false, Ordering::Relaxed);
-            let part = Part { start, count, last: false, failures: std::mem::take(&mut failures) };
-            flush(sock, head.id, part, &mut body, what)?;
-            (start, count) = (i, 0);
-        }
-        let at = body.len();
-        let outcome = match (&entry, &broken) {
-            (Err(f), _) | (_, Some(f)) => Err(f.clone()),
-            (Ok(entry), None) => {
-                IN_TASK.with(|t| t.set(true));
-                let r = catch(|| (entry.dispatch)(&mut args, &mut body));
-                IN_TASK.with(|t| t.set(false));
-                r
+    // One catch_unwind around the loop, not one per item: after a panic, record it against
+    // the item that panicked and resume with the next one.
+    IN_TASK.with(|t| t.set(true));
+    let result = loop {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| run.run(head.items, &entry, sock))) {
+            Ok(r) => break r,
+            Err(payload) => {
+                let failure = PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| Failure::Panic {
+                    message: panic_message(payload.as_ref()),
+                    location: None,
+                    backtrace: None,
+                });
+                // `dispatch` consumed the item's arguments before calling the worker, so the
+                // loop resumes at the next item's.
+                run.fail_current(failure);
+                run.count += 1;
+                run.next += 1;
             }
-        };
-        if let Err(failure) = outcome {
-            // A decoding failure leaves the rest of the chunk unreadable: fail it all.
-            if matches!(failure, Failure::Codec { encode: false, .. }) {
-                broken = Some(failure.clone());
-            }
-            body.truncate(at);
-            failures.push((count, failure));
         }
-        count += 1;
-    }
-    let part = Part { start, count, last: true, failures };
-    flush(sock, head.id, part, &mut body, what)
+    };
+    IN_TASK.with(|t| t.set(false));
+    result?;
+    run.report(true, sock)
 }
 
 static FLUSH_DUE: AtomicBool = AtomicBool::new(false);
