@@ -49,6 +49,7 @@ pub use mp_runtime::{
     cpu_count, current_process, init, max_frame_size, parent_process, registered_workers, set_max_frame_size,
     try_init,
 };
+pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};
 
 #[doc(hidden)]
 pub use mp_runtime::__private;

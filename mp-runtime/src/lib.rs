@@ -10,7 +10,9 @@ mod error;
 mod pool;
 mod process;
 mod registry;
+mod shared_memory;
 mod spawn;
+mod synchronize;
 mod sys;
 mod wire;
 
@@ -20,6 +22,8 @@ pub use error::{CodecDirection, Error, Exit, Result};
 pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
 pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use registry::{Transferable, Worker, registered_workers};
+pub use shared_memory::{Pod, RawValue, Value, ValueGuard};
+pub use synchronize::{Lock, LockGuard};
 pub use wire::{max_frame_size, set_max_frame_size};
 
 /// Items the macros' generated code names. Not a public API.

@@ -44,3 +44,50 @@ fn is_our_child(pid: u32) -> bool {
         })
         .is_some_and(|ppid| ppid == std::process::id())
 }
+
+/// A start line for workers that race: each reports at its line and waits for the start, so
+/// they run their loops at the same time (a lost update needs two processes in a critical
+/// section at once; without it, each child may finish before the next has even started).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct StartLine {
+    report: mp::Connection<()>,
+    go: mp::RawValue<u8>,
+}
+
+impl StartLine {
+    /// In the worker: reports at the line, then waits for the start.
+    pub fn wait(&self) {
+        self.report.send(()).unwrap();
+        while self.go.get() == 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The parent's side of [`StartLine`]s.
+pub struct Starter {
+    reports: Vec<mp::Connection<()>>,
+    go: mp::RawValue<u8>,
+}
+
+impl Starter {
+    /// A starter and one line for each of `n` workers.
+    pub fn new(n: usize) -> (Starter, Vec<StartLine>) {
+        let go = mp::RawValue::new(0u8).unwrap();
+        let (reports, lines) = (0..n)
+            .map(|_| {
+                let (ours, theirs) = mp::Pipe::new::<()>().unwrap();
+                (ours, StartLine { report: theirs, go: go.clone() })
+            })
+            .unzip();
+        (Starter { reports, go }, lines)
+    }
+
+    /// Waits until every worker is at its line, then starts them all.
+    pub fn go(self) {
+        for r in &self.reports {
+            r.recv().unwrap();
+        }
+        self.go.set(1);
+    }
+}

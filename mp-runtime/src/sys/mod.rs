@@ -20,6 +20,8 @@ use rustix::net::{
 };
 use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 
+pub mod shm;
+
 pub use rustix::process::WaitStatus;
 
 /// The most descriptors one frame may carry (the kernel's SCM_MAX_FD is 253).
