@@ -1,4 +1,5 @@
-//! The Python docs' first example, in Rust: a worker run in a child process.
+//! The Python docs' first example, in Rust: a worker run in a child process; then a
+//! result back from a child, the default pool, and a Pipe end passed to a worker.
 //!
 //! ```text
 //! cargo run --example quickstart
@@ -30,5 +31,23 @@ fn main() -> Result<(), mp::Error> {
     let answer = p.join()?;
     println!("square(7) = {answer} (computed in pid {}, exit code {:?})", p.pid().unwrap_or(0), p.exitcode());
     assert_eq!(answer, square.call(7));
+
+    let v = square.par_map(0..1000)?; // the default pool, input order kept
+    println!("par_map: {} squares, the last {}", v.len(), v[999]);
+
+    // A Connection is an ordinary worker argument: the child gets a working end.
+    let (parent, child) = mp::Pipe::new::<String>()?;
+    let mut p = mp::Process::new(shout, child);
+    p.start()?;
+    parent.send("hello".to_string())?;
+    println!("{}", parent.recv()?);
+    p.join()?;
     Ok(())
+}
+
+#[mp::worker]
+fn shout(conn: mp::Connection<String>) {
+    if let Ok(s) = conn.recv() {
+        let _ = conn.send(s.to_uppercase());
+    }
 }
