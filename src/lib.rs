@@ -43,11 +43,15 @@
 pub mod prelude;
 
 pub use mp_macros::{main, test, worker};
+pub use mp_runtime::{Array, ArrayGuard, ArrayInit, RawArray, SharedMemory};
 pub use mp_runtime::{
     AsyncResult, CodecDirection, Connection, Error, Exit, IMap, MapResult, Pipe, Pool, PoolBuilder,
     PoolStats, Process, ProcessInfo, Result, SendError, Transferable, Worker, WorkerStats, active_children,
     cpu_count, current_process, init, max_frame_size, parent_process, registered_workers, set_max_frame_size,
     try_init,
+};
+pub use mp_runtime::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, RLock, RLockGuard, Semaphore, SemaphoreGuard,
 };
 pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};
 

@@ -118,6 +118,14 @@ pub enum Error {
         after: Duration,
     },
 
+    /// A [`Barrier`](crate::Barrier) was broken (Python's `BrokenBarrierError`): it was
+    /// aborted, reset while parties waited, a party timed out, or its action panicked.
+    #[error(
+        "the barrier is broken (aborted, reset while parties waited, a party timed out, or its \
+             action panicked); call reset() before using it again"
+    )]
+    BrokenBarrier,
+
     /// The other end is gone (Python's `EOFError`): every copy of the peer was closed or its
     /// process exited.
     #[error("{what}: the other end is closed (all its handles were dropped or its process exited)")]

@@ -22,7 +22,11 @@ pub use error::{CodecDirection, Error, Exit, Result};
 pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
 pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use registry::{Transferable, Worker, registered_workers};
+pub use shared_memory::{Array, ArrayGuard, ArrayInit, RawArray, SharedMemory};
 pub use shared_memory::{Pod, RawValue, Value, ValueGuard};
+pub use synchronize::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, RLock, RLockGuard, Semaphore, SemaphoreGuard,
+};
 pub use synchronize::{Lock, LockGuard};
 pub use wire::{max_frame_size, set_max_frame_size};
 

@@ -45,7 +45,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 ///
 /// The lock is held by a *process*, not a thread: another thread of the holding process
 /// waits like anyone else, and locking twice from one thread deadlocks (as Python's `Lock`
-/// does; there is no `RLock` yet).
+/// does; use an [`RLock`](crate::RLock) to lock again).
 ///
 /// # Examples
 ///
@@ -311,7 +311,7 @@ impl Lock {
 
     /// Releases the lock if this process holds it (see README: "releasing").
     #[inline]
-    fn unlock(&self) {
+    pub(crate) fn unlock(&self) {
         let me = owner::me();
         if self.word().compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed).is_err() {
             self.unlock_contended(me);

@@ -184,6 +184,98 @@ fn parse_stat(stat: &[u8]) -> Option<(u8, u64)> {
     Some((state, start))
 }
 
+/// Where POSIX shared-memory objects live on Linux (what glibc's `shm_open` uses).
+pub const SHM_DIR: &str = "/dev/shm";
+
+fn shm_path(name: &str) -> String {
+    format!("{SHM_DIR}/{name}")
+}
+
+/// `shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)` then `ftruncate(len)`: a new named block
+/// of `len` zero bytes, close-on-exec. `name` is a validated file name (no `/`, no NUL). If
+/// sizing fails, the half-made block is removed again.
+pub fn shm_create(name: &str, len: u64) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let path = shm_path(name);
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path.as_str(), flags, Mode::RUSR | Mode::WUSR)?;
+    if let Err(e) = rustix::fs::ftruncate(&fd, len) {
+        let _ = rustix::fs::unlink(path.as_str());
+        return Err(e.into());
+    }
+    Ok(fd)
+}
+
+/// `shm_open(name, O_RDWR)`: an existing named block, close-on-exec, with its size in bytes.
+pub fn shm_open(name: &str) -> io::Result<(OwnedFd, u64)> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(shm_path(name).as_str(), flags, Mode::empty())?;
+    let size = file_size(fd.as_fd())?;
+    Ok((fd, size))
+}
+
+/// `shm_unlink(name)`: removes the name; mappings and descriptors stay valid.
+pub fn shm_unlink(name: &str) -> io::Result<()> {
+    Ok(rustix::fs::unlink(shm_path(name).as_str())?)
+}
+
+/// The size in bytes of the file behind `fd`.
+pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let size = rustix::fs::fstat(fd)?.st_size;
+    u64::try_from(size).map_err(|_| io::Error::other(format!("negative file size {size}")))
+}
+
+/// `(device, inode)` of the file behind `fd`: what tells one shared-memory object from
+/// another that later got the same name.
+pub fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// `(device, inode)` of the named block, without opening it (`Ok(None)` if there is none).
+pub fn shm_id(name: &str) -> io::Result<Option<(u64, u64)>> {
+    match rustix::fs::lstat(shm_path(name).as_str()) {
+        Ok(st) => Ok(Some((st.st_dev, st.st_ino))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether any process we can inspect maps the file with inode `ino` on device `dev`, read from
+/// `/proc/*/maps` (processes of other users, whose maps we cannot read, count as not using it).
+pub fn mapped_anywhere(dev: u64, ino: u64) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let dev_field = format!("{major:02x}:{minor:02x}");
+    let ino_field = ino.to_string();
+    procs.flatten().any(|p| {
+        let is_pid = p.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_pid {
+            return false;
+        }
+        let Ok(maps) = std::fs::read_to_string(p.path().join("maps")) else {
+            return false;
+        };
+        // `address perms offset dev inode path`
+        maps.lines().any(|line| {
+            let mut f = line.split_ascii_whitespace().skip(3);
+            f.next() == Some(dev_field.as_str()) && f.next() == Some(ino_field.as_str())
+        })
+    })
+}
+
+/// Detaches this process from its parent's fate: no parent-death signal, and a session of its
+/// own (so a Ctrl-C at the terminal, sent to the foreground process group, does not reach it).
+pub fn detach_from_parent() -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(None)?;
+    // Fails only if we already lead a process group, which an mp child never does.
+    let _ = rustix::process::setsid();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
