@@ -285,18 +285,8 @@ pub(crate) fn collect_ordered<W: Worker>(
             Delivery::Part { count, payload, offset, failures, .. }
                 if failures.is_empty() && first_err.is_none() =>
             {
-                let mut rest = &payload[offset..];
-                for _ in 0..count {
-                    match codec::decode_prefix::<W::Output>(rest) {
-                        Ok((v, r)) => {
-                            out.push(v);
-                            rest = r;
-                        }
-                        Err(e) => {
-                            first_err = Some(e.with_index(out.len()));
-                            break;
-                        }
-                    }
+                if let Err(e) = codec::decode_many::<W::Output>(&payload[offset..], count, &mut out) {
+                    first_err = Some(e.with_index(out.len()));
                 }
                 continue;
             }

@@ -106,6 +106,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(v)
 }
 
+/// Decodes `count` values laid back to back in `bytes`, appending them to `out` (one
+/// deserializer for all of them: the per-value set-up is measurable for tiny values).
+pub(crate) fn decode_many<T: DeserializeOwned>(
+    bytes: &[u8],
+    count: usize,
+    out: &mut Vec<T>,
+) -> Result<(), Error> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    out.reserve(count);
+    for _ in 0..count {
+        out.push(T::deserialize(&mut de).map_err(|e| codec_error::<T>(CodecDirection::Decode, e))?);
+    }
+    Ok(())
+}
+
 /// Decodes a `T` from the front of `bytes`, returning the rest.
 pub(crate) fn decode_prefix<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, &'a [u8]), Error> {
     postcard::take_from_bytes::<T>(bytes).map_err(|e| codec_error::<T>(CodecDirection::Decode, e))
