@@ -5,7 +5,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{is_gone, wait_gone};
 use mp::{Error, Process};
+
+mod common;
 
 #[mp::worker]
 fn sleep_ms(ms: u64) {
@@ -28,26 +31,6 @@ fn echo_once(c: mp::Connection<u32>) -> u32 {
     let v = c.recv().unwrap();
     c.send(v + 1).unwrap();
     v
-}
-
-fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => {
-            matches!(stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z' | 'X'))
-        }
-    }
-}
-
-fn wait_gone(pid: u32, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if is_gone(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 fn scenario(name: &str) -> Command {

@@ -249,9 +249,7 @@ fn serve(sock: OwnedFd) -> i32 {
         let mut args = args.as_slice();
         if let Err(failure) = call(INIT_FAILED, name, &mut args, Vec::new()) {
             // Tell the pool why this worker cannot serve, then leave.
-            let mut out = OutFrame::new(Kind::Reply);
-            let head = ReplyHead { id: INIT_FAILED, failure: Some(failure), part: None };
-            let _ = codec::encode_into(&head, &mut out.buf).and_then(|()| out.send(sock.as_fd(), what));
+            let _ = failure_reply(INIT_FAILED, failure).send(sock.as_fd(), what);
             return 3;
         }
     }
@@ -267,22 +265,30 @@ fn serve(sock: OwnedFd) -> i32 {
             Err(e) => return fatal(&e),
         };
         match frame.kind {
-            Kind::Task if is_chunk(&frame.payload) => {
-                if let Err(e) = run_chunk(sock.as_fd(), &frame.payload, what) {
-                    return fatal(&e);
-                }
-            }
             Kind::Task => {
-                let (id, reply, panicked) = run_task(&frame.payload, frame.fds);
+                // The header is decoded once, here: it says whether this is a chunk.
+                let (id, reply, panicked) = match codec::decode_prefix::<TaskHead<'_>>(&frame.payload) {
+                    Ok((head, args)) if head.items > 0 => {
+                        if let Err(e) = run_chunk(sock.as_fd(), &head, args) {
+                            return fatal(&e);
+                        }
+                        continue;
+                    }
+                    Ok((head, mut args)) => match call(head.id, &head.worker, &mut args, frame.fds) {
+                        Ok(reply) => (head.id, reply, false),
+                        Err(failure) => {
+                            let panicked = matches!(failure, Failure::Panic { .. });
+                            (head.id, failure_reply(head.id, failure), panicked)
+                        }
+                    },
+                    Err(e) => (0, failure_reply(0, Failure::from_error(e)), false),
+                };
                 match reply.send(sock.as_fd(), what) {
                     Ok(()) => {}
                     // A result over the frame limit: tell the parent instead of vanishing.
                     Err(Error::Protocol(message)) => {
-                        let mut out = OutFrame::new(Kind::Reply);
-                        let head = ReplyHead { id, failure: Some(Failure::Other { message }), part: None };
-                        let sent = codec::encode_into(&head, &mut out.buf)
-                            .and_then(|()| out.send(sock.as_fd(), what));
-                        if let Err(e) = sent {
+                        if let Err(e) = failure_reply(id, Failure::Other { message }).send(sock.as_fd(), what)
+                        {
                             return fatal(&e);
                         }
                     }
@@ -305,22 +311,12 @@ fn fatal(e: &Error) -> i32 {
     70
 }
 
-/// Runs one task frame and builds its reply: `(task id, reply, whether the worker panicked)`.
-pub(crate) fn run_task(payload: &[u8], fds: Vec<OwnedFd>) -> (u64, OutFrame, bool) {
-    let (id, outcome) = match codec::decode_prefix::<TaskHead<'_>>(payload) {
-        Ok((head, mut args)) => (head.id, call(head.id, &head.worker, &mut args, fds)),
-        Err(e) => (0, Err(Failure::from_error(e))),
-    };
-    match outcome {
-        Ok(reply) => (id, reply, false),
-        Err(failure) => {
-            let panicked = matches!(failure, Failure::Panic { .. });
-            let mut out = OutFrame::new(Kind::Reply);
-            let head = ReplyHead { id, failure: Some(failure), part: None };
-            codec::encode_into(&head, &mut out.buf).expect("a failure always encodes");
-            (id, out, panicked)
-        }
-    }
+/// A `Reply` frame answering task `id` with `failure`.
+fn failure_reply(id: u64, failure: Failure) -> OutFrame {
+    let mut out = OutFrame::new(Kind::Reply);
+    let head = ReplyHead { id, failure: Some(failure), part: None };
+    codec::encode_into(&head, &mut out.buf).expect("a failure always encodes");
+    out
 }
 
 /// Calls worker `name` on encoded `args`; the reply frame holds the encoded output.
@@ -356,11 +352,6 @@ fn catch(f: impl FnOnce() -> Result<(), Error>) -> Result<(), Failure> {
     }
 }
 
-fn is_chunk(payload: &[u8]) -> bool {
-    codec::decode_prefix::<TaskHead<'_>>(payload).is_ok_and(|(h, _)| h.items > 0)
-}
-
-/// Runs a chunk, reporting finished items every `FLUSH_EVERY` and at the end.
 /// Where a chunk's item loop stands; kept outside the loop so a panic can resume after it.
 struct ChunkRun<'a> {
     id: u64,
@@ -427,8 +418,7 @@ impl ChunkRun<'_> {
 }
 
 /// Runs a chunk, reporting finished items every `FLUSH_EVERY` and at the end.
-fn run_chunk(sock: BorrowedFd<'_>, payload: &[u8], _what: &str) -> Result<(), Error> {
-    let (head, args) = codec::decode_prefix::<TaskHead<'_>>(payload)?;
+fn run_chunk(sock: BorrowedFd<'_>, head: &TaskHead<'_>, args: &[u8]) -> Result<(), Error> {
     let entry = registry::lookup(&head.worker).map_err(Failure::from_error);
     let mut run = ChunkRun {
         id: head.id,

@@ -325,7 +325,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Connection<T> {
             return wire::send_parts(inner.fd.as_fd(), Kind::Data, &[&prefix, bytes], "a Connection");
         }
         let mut frame = OutFrame::new(Kind::Data);
-        frame.fds = codec::encode_with_fds(value, &mut frame.buf, codec::Route::Local)?;
+        frame.fds = codec::encode_with_fds(value, &mut frame.buf)?;
         let _w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         frame.send(inner.fd.as_fd(), "a Connection")
     }

@@ -72,7 +72,7 @@ pub(crate) fn task_frame<W: Worker>(id: u64, args: &W::Args) -> Result<OutFrame,
     let mut frame = OutFrame::new(Kind::Task);
     let head = TaskHead { id, worker: W::NAME.into(), items: 0 };
     codec::encode_into(&head, &mut frame.buf)?;
-    frame.fds = codec::encode_with_fds(args, &mut frame.buf, codec::Route::Local)?;
+    frame.fds = codec::encode_with_fds(args, &mut frame.buf)?;
     Ok(frame)
 }
 

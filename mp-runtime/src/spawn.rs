@@ -122,7 +122,7 @@ impl Child {
             if let Some(e) = self.try_exit() {
                 return Ok(Some(e));
             }
-            let exited = sys::wait_pidfd(self.pidfd.as_fd(), deadline)
+            let exited = sys::wait_readable(self.pidfd.as_fd(), deadline)
                 .map_err(|e| Error::io(format!("waiting for pid {}", self.pid), e))?;
             if !exited {
                 return Ok(None);

@@ -353,19 +353,28 @@ impl Pool {
         let _ = worker;
         self.check_open()?;
         // The length decides the chunk size: take it from the iterator when it knows it.
-        let (mut items, total): (Box<dyn Iterator<Item = W::Args>>, usize) = match items.size_hint() {
-            (lo, Some(hi)) if lo == hi => (Box::new(items), lo),
+        match items.size_hint() {
+            (lo, Some(hi)) if lo == hi => self.submit_map::<W>(items, lo, chunksize),
             _ => {
                 let v: Vec<W::Args> = items.collect();
                 let n = v.len();
-                (Box::new(v.into_iter()), n)
+                self.submit_map::<W>(v.into_iter(), n, chunksize)
             }
-        };
+        }
+    }
+
+    /// Encodes and submits `total` items chunk by chunk, so workers start while the rest is
+    /// being encoded.
+    fn submit_map<W: Worker>(
+        &self,
+        mut items: impl Iterator<Item = W::Args>,
+        total: usize,
+        chunksize: Option<usize>,
+    ) -> Result<MapResult<W::Output>, Error> {
         let chunksize = chunksize.unwrap_or_else(|| auto_chunksize(total, self.processes()));
         let collector = Collector::new(true);
         let mut tasks = Vec::new();
         let mut first = 0;
-        // Submit chunk by chunk, so workers start while the rest is being encoded.
         while first < total {
             let next = encode_tasks::<W>(&mut items, chunksize, first, &collector, &mut tasks)?;
             if next == first {

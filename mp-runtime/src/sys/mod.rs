@@ -53,17 +53,11 @@ pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> i
             skip = 0;
         }
         let n = if first && !fds.is_empty() {
-            let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-            let mut control = SendAncillaryBuffer::new(&mut space);
-            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
-                return Err(io::Error::other("control buffer too small for descriptors"));
-            }
-            retry(|| rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL))?
+            sendmsg(fd, &iov, fds, SendFlags::NOSIGNAL)?
         } else if iov.len() == 1 {
             retry(|| rustix::net::send(fd, iov[0].as_ref(), SendFlags::NOSIGNAL))?
         } else {
-            let mut control = SendAncillaryBuffer::default();
-            retry(|| rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL))?
+            sendmsg(fd, &iov, &[], SendFlags::NOSIGNAL)?
         };
         first = false;
         sent += n;
@@ -99,7 +93,8 @@ pub fn recv_some(
     Ok(msg.bytes)
 }
 
-/// Waits until `fd` is readable (or hung up). `None` waits forever. Returns false on timeout.
+/// Waits until `fd` is readable (or hung up; a pidfd is readable once its process exited).
+/// `None` waits forever. Returns false on timeout.
 pub fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
     Ok(wait_any_readable(&[fd], deadline)?.is_some())
 }
@@ -121,6 +116,25 @@ pub fn wait_any_readable(fds: &[BorrowedFd<'_>], deadline: Option<Instant>) -> i
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// One `sendmsg`, with `fds` (if any) as an SCM_RIGHTS control message.
+fn sendmsg(
+    fd: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    flags: SendFlags,
+) -> io::Result<usize> {
+    if fds.is_empty() {
+        let mut control = SendAncillaryBuffer::default();
+        return retry(|| rustix::net::sendmsg(fd, iov, &mut control, flags));
+    }
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("control buffer too small for descriptors"));
+    }
+    retry(|| rustix::net::sendmsg(fd, iov, &mut control, flags))
 }
 
 fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
@@ -251,28 +265,11 @@ pub fn exit(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Blocks until `pidfd` is readable (the process exited) or the deadline passes.
-pub fn wait_pidfd(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
-    wait_readable(pidfd, deadline)
-}
-
 /// Writes what the socket takes now (one `sendmsg`, never blocking), attaching `fds` to it.
 /// `Ok(0)` when the socket buffer is full.
 pub fn send_nonblocking(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     let iov: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
-    let r = if fds.is_empty() {
-        let mut control = SendAncillaryBuffer::default();
-        retry(|| rustix::net::sendmsg(fd, &iov, &mut control, flags))
-    } else {
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
-            return Err(io::Error::other("control buffer too small for descriptors"));
-        }
-        retry(|| rustix::net::sendmsg(fd, &iov, &mut control, flags))
-    };
-    match r {
+    match sendmsg(fd, &iov, fds, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         other => other,
     }

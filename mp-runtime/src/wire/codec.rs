@@ -12,13 +12,6 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{CodecDirection, Error};
 
-/// Where the value being encoded is going; decides whether descriptors may travel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Route {
-    /// A Unix socket on this machine: descriptors pass with SCM_RIGHTS.
-    Local,
-}
-
 thread_local! {
     // Descriptors of handles being encoded (sent with the frame) and decoded (received with
     // it). Two tables: a worker decodes its arguments and encodes its result in one call.
@@ -86,7 +79,6 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
 pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
-    _route: Route,
 ) -> Result<Vec<OwnedFd>, Error> {
     let (r, fds) = collecting_fds(|| encode_into(value, out));
     r.map(|()| fds)

@@ -261,7 +261,7 @@ impl FrameReader {
         }
     }
 
-    /// Whether a whole frame header is already buffered (so `poll` can answer without a
+    /// Whether bytes of a next frame are already buffered (so `poll` can answer without a
     /// system call).
     pub fn has_buffered(&self) -> bool {
         self.end > self.start
