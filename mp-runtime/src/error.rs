@@ -126,6 +126,15 @@ pub enum Error {
     )]
     BrokenBarrier,
 
+    /// A queue stayed full until the timeout (Python's `queue.Full`): nothing was put, and
+    /// a sending call hands the value back.
+    #[error("the queue is full: wait longer (put, put_timeout), bound it higher, or consume faster")]
+    Full,
+
+    /// No message arrived before the timeout (Python's `queue.Empty`).
+    #[error("the queue is empty: nothing arrived before the timeout")]
+    Empty,
+
     /// The other end is gone (Python's `EOFError`): every copy of the peer was closed or its
     /// process exited.
     #[error("{what}: the other end is closed (all its handles were dropped or its process exited)")]

@@ -225,6 +225,18 @@ impl Lock {
         }
     }
 
+    /// Acquires the lock before `deadline` (`None`: no deadline); `Ok(None)` if a live
+    /// process still holds it then. For primitives built on a `Lock` (queues).
+    pub(crate) fn lock_until(&self, deadline: Option<Instant>) -> Result<Option<LockGuard<'_>>, Error> {
+        let me = owner::me();
+        if self.word().compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            return Ok(Some(LockGuard { lock: self, previous_owner_died: false }));
+        }
+        Ok(self
+            .lock_contended(me, deadline)?
+            .map(|previous_owner_died| LockGuard { lock: self, previous_owner_died }))
+    }
+
     /// If the holder named by `held` is gone, takes the lock over from it: true if this
     /// thread now holds the lock. The exchange succeeds only if the word still names that
     /// same holder, so of several processes noticing the death only one takes over.

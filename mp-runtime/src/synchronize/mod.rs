@@ -16,3 +16,4 @@ pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+pub(crate) use words::{Words, sleep_on, wake_all};
