@@ -402,3 +402,21 @@ fn bad_buffer_sizes_are_refused() {
     q.put(1).unwrap();
     assert_eq!(q.get().unwrap(), 1);
 }
+
+/// (length, sum of the bytes) of one message.
+#[mp::worker]
+fn measure(q: Queue<Vec<u8>>) -> (usize, u64) {
+    let v = q.get_timeout(Duration::from_secs(60)).unwrap();
+    (v.len(), v.iter().map(|&b| u64::from(b)).sum())
+}
+
+#[mp::test]
+fn a_message_of_hundreds_of_mib_passes() {
+    let q = Queue::new().unwrap();
+    let mut p = Process::new(measure, q.clone());
+    p.start().unwrap();
+    let len = 300 << 20;
+    q.put((0..len).map(|i| (i % 251) as u8).collect()).unwrap();
+    let expected: u64 = (0..len as u64).map(|i| i % 251).sum();
+    assert_eq!(p.join().unwrap(), (len, expected));
+}
