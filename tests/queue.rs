@@ -420,3 +420,107 @@ fn a_message_of_hundreds_of_mib_passes() {
     let expected: u64 = (0..len as u64).map(|i| i % 251).sum();
     assert_eq!(p.join().unwrap(), (len, expected));
 }
+
+/// Puts `n` messages of pseudo-random sizes (0..200 KiB, so many stream through a 64 KiB
+/// ring), each filled from a seed the consumer can check: (producer, seq, bytes...).
+#[mp::worker]
+fn put_mixed(q: Queue<Option<(u32, u32, Vec<u8>)>>, who: u32, n: u32) {
+    let mut x = 0x9E37_79B9u32 ^ who;
+    for seq in 0..n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let len = (x % (200 << 10)) as usize;
+        q.put(Some((who, seq, (0..len).map(|i| (i as u32 ^ seq ^ who) as u8).collect()))).unwrap();
+    }
+}
+
+/// Takes messages until `None`, checking each one's bytes; returns (producer, seq) in order.
+#[mp::worker]
+fn check_mixed(q: Queue<Option<(u32, u32, Vec<u8>)>>) -> Vec<(u32, u32)> {
+    let mut got = Vec::new();
+    while let Some((who, seq, bytes)) = q.get_timeout(Duration::from_secs(60)).unwrap() {
+        assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i as u32 ^ seq ^ who) as u8));
+        got.push((who, seq));
+    }
+    got
+}
+
+#[mp::test]
+fn mixed_sizes_from_several_producers_to_several_consumers_arrive_intact() {
+    let q = Queue::builder().buffer_size(64 << 10).build().unwrap();
+    let (producers, n) = (3u32, 150u32);
+    let mut ps: Vec<_> = (0..producers).map(|w| Process::new(put_mixed, (q.clone(), w, n))).collect();
+    let mut cs: Vec<_> = (0..2).map(|_| Process::new(check_mixed, q.clone())).collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for c in &mut cs {
+        c.start().unwrap();
+    }
+    for p in &mut ps {
+        p.join().unwrap();
+    }
+    q.put(None).unwrap();
+    q.put(None).unwrap();
+    let mut seen: Vec<(u32, u32)> = Vec::new();
+    for c in &mut cs {
+        let got = c.join().unwrap();
+        for w in 0..producers {
+            let mine: Vec<u32> = got.iter().filter(|g| g.0 == w).map(|g| g.1).collect();
+            assert!(mine.windows(2).all(|p| p[0] < p[1]), "producer {w}'s order kept");
+        }
+        seen.extend(got);
+    }
+    seen.sort_unstable();
+    let want: Vec<(u32, u32)> = (0..producers).flat_map(|w| (0..n).map(move |s| (w, s))).collect();
+    assert_eq!(seen, want);
+}
+
+#[mp::worker]
+fn take_one_len(q: Queue<Vec<u8>>) -> usize {
+    q.get().unwrap().len()
+}
+
+/// Puts a message much bigger than the ring, then a short one.
+#[mp::worker]
+fn put_big_then_tail(q: Queue<Vec<u8>>, ready: Connection<u32>) {
+    ready.send(std::process::id()).unwrap();
+    q.put(vec![1u8; 8 << 20]).unwrap();
+    q.put(b"tail".to_vec()).unwrap();
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), sig).unwrap();
+}
+
+#[mp::test]
+fn a_consumer_killed_mid_message_leaves_the_rest_to_be_skipped() {
+    use rustix::process::Signal;
+    let q = Queue::<Vec<u8>>::builder().buffer_size(64 << 10).build().unwrap();
+    let (ready, theirs) = Pipe::new::<u32>().unwrap();
+    let mut producer = Process::new(put_big_then_tail, (q.clone(), theirs));
+    producer.start().unwrap();
+    let producer_pid = ready.recv().unwrap();
+    // The big message has started and fills the ring; freeze its producer there.
+    while q.qsize().unwrap() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    signal(producer_pid, Signal::STOP);
+    // A consumer takes its first fragments, then waits for the rest: kill it there.
+    let mut consumer = Process::new(take_one_len, q.clone());
+    consumer.start().unwrap();
+    let consumer_pid = consumer.pid().unwrap();
+    while q.qsize().unwrap() != 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    consumer.kill().unwrap();
+    assert!(wait_gone(consumer_pid, Duration::from_secs(5)));
+    signal(producer_pid, Signal::CONT);
+    // The next consumer takes the lock over, skips the rest of that message, and gets the next.
+    assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), b"tail");
+    producer.join().unwrap();
+    assert!(q.empty().unwrap());
+    assert!(matches!(consumer.join(), Err(Error::WorkerDied { .. })));
+}
