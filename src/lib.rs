@@ -3,7 +3,7 @@
 //! Mark a plain function `#[mp::worker]` and it can run in another process: a fresh copy of
 //! your own executable, started on the fast `posix_spawn` path, that finds the function by
 //! name. Around that, mp gives you Python's vocabulary — [`Process`], [`Pipe`] and
-//! [`Connection`] — with Rust types and errors you can match on.
+//! [`Connection`], [`Listener`] and [`Client`] — with Rust types and errors you can match on.
 //!
 //! Processes instead of threads buy you **isolation** (a segfault, abort or leak in a worker,
 //! often in C code behind FFI, costs one task, not the program), **hard limits** (a process
@@ -54,6 +54,9 @@ pub use mp_runtime::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, RLock, RLockGuard, Semaphore, SemaphoreGuard,
 };
 pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};
+pub use mp_runtime::{
+    Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
+};
 
 #[doc(hidden)]
 pub use mp_runtime::__private;

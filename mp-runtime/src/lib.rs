@@ -7,6 +7,7 @@
 mod bootstrap;
 mod connection;
 mod error;
+mod listener;
 mod pool;
 mod process;
 mod registry;
@@ -19,6 +20,7 @@ mod wire;
 pub use bootstrap::{init, try_init};
 pub use connection::{Connection, Pipe, SendError};
 pub use error::{CodecDirection, Error, Exit, Result};
+pub use listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener};
 pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
 pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use registry::{Transferable, Worker, registered_workers};
