@@ -74,3 +74,11 @@ pub mod __private {
 pub mod __test_support {
     pub use crate::wire::set_max_frame_size;
 }
+
+/// Entry points for the fuzz targets (`fuzz/`) and the randomized robustness tests: each
+/// feeds arbitrary bytes to a frame reader or a handshake and must end in an error, never a
+/// panic or a hang. Not a public API.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::listener::fuzz::{client_stream, frames, messages, server_stream};
+}
