@@ -43,6 +43,9 @@
 pub mod prelude;
 
 pub use mp_macros::{main, test, worker};
+pub use mp_runtime::{
+    Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
+};
 pub use mp_runtime::{Array, ArrayGuard, ArrayInit, RawArray, SharedMemory};
 pub use mp_runtime::{
     AsyncResult, CodecDirection, Connection, Error, Exit, IMap, MapResult, Pipe, Pool, PoolBuilder,
@@ -54,9 +57,6 @@ pub use mp_runtime::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, RLock, RLockGuard, Semaphore, SemaphoreGuard,
 };
 pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};
-pub use mp_runtime::{
-    Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
-};
 
 #[doc(hidden)]
 pub use mp_runtime::__private;

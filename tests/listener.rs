@@ -46,11 +46,10 @@ fn smoke() {
     round_trip("127.0.0.1:0");
 }
 
+type Conn = Result<Connection<u8>, Error>;
+
 /// Runs `accept` on a thread while the client connects here; returns (server, client) results.
-fn both_sides(
-    listener: Listener,
-    client: impl FnOnce(&Address) -> Result<Connection<u8>, Error>,
-) -> (Listener, Result<Connection<u8>, Error>, Result<Connection<u8>, Error>) {
+fn both_sides(listener: Listener, client: impl FnOnce(&Address) -> Conn) -> (Listener, Conn, Conn) {
     let addr = listener.address().clone();
     let server = std::thread::spawn(move || {
         let r = listener.accept_timeout::<u8>(Duration::from_secs(30));
@@ -276,4 +275,17 @@ fn a_unix_listener_removes_its_path() {
     let _raw = UnixStream::connect(&path).unwrap();
     let r = l.accept_timeout::<u8>(Duration::from_millis(300));
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+}
+
+#[mp::test]
+fn accept_from_several_threads_keeps_each_timeout() {
+    let listener = std::sync::Arc::new(Listener::bind("127.0.0.1:0", b"k").unwrap());
+    let l2 = listener.clone();
+    let waiting = std::thread::spawn(move || l2.accept::<u8>().unwrap().recv().unwrap());
+    std::thread::sleep(Duration::from_millis(50)); // let it start waiting
+    // The other thread holds the turn: this one still returns at its timeout.
+    let r = listener.accept_timeout::<u8>(Duration::from_millis(50));
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    Client::connect::<u8>(listener.address(), b"k").unwrap().send(4).unwrap();
+    assert_eq!(waiting.join().unwrap(), 4);
 }

@@ -166,7 +166,12 @@ impl<T> Connection<T> {
 
     /// A duplex connection over an authenticated socket, keeping the reader that did the
     /// handshake (it may hold the peer's first frames already). `remote`: a TCP stream.
-    pub(crate) fn from_handshake(fd: OwnedFd, mut reader: FrameReader, remote: bool, limit: Option<u64>) -> Self {
+    pub(crate) fn from_handshake(
+        fd: OwnedFd,
+        mut reader: FrameReader,
+        remote: bool,
+        limit: Option<u64>,
+    ) -> Self {
         reader.limit = limit;
         reader.remote = remote;
         Connection {

@@ -20,7 +20,9 @@ mod wire;
 pub use bootstrap::{init, try_init};
 pub use connection::{Connection, Pipe, SendError};
 pub use error::{CodecDirection, Error, Exit, Result};
-pub use listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener};
+pub use listener::{
+    Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
+};
 pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
 pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use registry::{Transferable, Worker, registered_workers};

@@ -35,14 +35,18 @@ pub(crate) enum Role {
 #[derive(Debug)]
 enum State {
     /// Server: waiting for the answer to the challenge it sent.
-    AwaitResponse { message: Vec<u8> },
+    AwaitResponse {
+        message: Vec<u8>,
+    },
     /// Server: waiting for the client's own challenge.
     AwaitChallenge,
     /// Waiting for the peer's verdict on our answer (server: then done; client: then
     /// challenge the server).
     AwaitVerdict,
     /// Client: waiting for the server's answer to our challenge.
-    AwaitServerResponse { message: Vec<u8> },
+    AwaitServerResponse {
+        message: Vec<u8>,
+    },
     /// Client: waiting for the server's first message.
     AwaitHello,
     /// Server without a key: waiting for the client's `#NOAUTH#` acknowledgement.
@@ -92,7 +96,10 @@ impl Handshake {
             Role::Server => match key {
                 Some(key) => {
                     let (out, message) = challenge()?;
-                    Ok((Handshake { role, key: Some(key), state: State::AwaitResponse { message } }, Some(out)))
+                    Ok((
+                        Handshake { role, key: Some(key), state: State::AwaitResponse { message } },
+                        Some(out),
+                    ))
                 }
                 None => {
                     let mut out = NOAUTH.to_vec();
@@ -232,9 +239,9 @@ impl Handshake {
                 },
                 None => fail_telling(unexpected(peer, "#NOAUTH#"), "expected #NOAUTH#"),
             },
-            State::Done | State::Failed => fail_quietly(Error::Protocol(
-                "a handshake message arrived after the handshake ended".into(),
-            )),
+            State::Done | State::Failed => {
+                fail_quietly(Error::Protocol("a handshake message arrived after the handshake ended".into()))
+            }
         }
     }
 }
@@ -242,8 +249,9 @@ impl Handshake {
 /// A fresh challenge: the bytes to send and the message the answer must authenticate.
 fn challenge() -> Result<(Vec<u8>, Vec<u8>), Error> {
     let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce)
-        .map_err(|e| Error::io("reading random bytes for an authentication challenge", std::io::Error::other(e)))?;
+    getrandom::fill(&mut nonce).map_err(|e| {
+        Error::io("reading random bytes for an authentication challenge", std::io::Error::other(e))
+    })?;
     let mut message = Vec::with_capacity(SHA256.len() + NONCE_LEN + 1);
     message.extend_from_slice(SHA256);
     message.extend_from_slice(&nonce);
@@ -319,11 +327,8 @@ fn fail_quietly(error: Error) -> Step {
 
 /// A peer's reason, made safe to print: printable ASCII, at most 100 characters.
 fn printable(bytes: &[u8]) -> String {
-    let s: String = bytes
-        .iter()
-        .take(100)
-        .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' })
-        .collect();
+    let s: String =
+        bytes.iter().take(100).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' }).collect();
     if s.is_empty() { "no reason given".into() } else { s }
 }
 

@@ -87,6 +87,20 @@ pub struct Listener {
     key: Option<Vec<u8>>,
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// Whether a thread is inside `accept` (it holds `state` while it polls): others wait
+    /// here, where a timeout can be honoured.
+    busy: Mutex<bool>,
+    turn: std::sync::Condvar,
+}
+
+/// Marks the listener free again when an `accept` returns, however it returns.
+struct Turn<'a>(&'a Listener);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.0.turn.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Listener {
@@ -142,7 +156,8 @@ impl Listener {
         let (socket, address) = match &addr {
             Address::Tcp(hp) => {
                 let addrs = Address::resolve(hp)?;
-                let l = TcpListener::bind(&addrs[..]).map_err(|e| Error::io(format!("listening on {addr}"), e))?;
+                let l = TcpListener::bind(&addrs[..])
+                    .map_err(|e| Error::io(format!("listening on {addr}"), e))?;
                 let local = l.local_addr().map_err(|e| Error::io(format!("listening on {addr}"), e))?;
                 (Socket::Tcp(l), Address::from(local))
             }
@@ -173,6 +188,8 @@ impl Listener {
                 max_message_size: None,
             }),
             state: Mutex::new(State { pending: Vec::new(), evicted: 0, last_log: None }),
+            busy: Mutex::new(false),
+            turn: std::sync::Condvar::new(),
         })
     }
 
@@ -234,7 +251,8 @@ impl Listener {
         self.settings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for the next client that passes the handshake.
+    /// Waits for the next client that passes the handshake. Several threads may call it: one
+    /// at a time waits for connections, the others wait their turn.
     ///
     /// An error about one peer — [`Error::Auth`] (wrong or missing key), [`Error::Protocol`]
     /// (it is not an mp client of this version) — leaves the listener working: call `accept`
@@ -271,6 +289,26 @@ impl Listener {
         let (timeout_hs, max_pending, limit) = {
             let s = self.settings();
             (s.handshake_timeout, s.max_pending, s.max_message_size)
+        };
+        let timed_out =
+            || Error::Timeout { what: format!("accepting a connection on {}", self.address), after: timeout };
+        // One thread accepts at a time; the others wait their turn, within their timeout.
+        let _turn = {
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            while *busy {
+                busy = match deadline {
+                    None => self.turn.wait(busy).unwrap_or_else(|p| p.into_inner()),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Err(timed_out());
+                        }
+                        self.turn.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0
+                    }
+                };
+            }
+            *busy = true;
+            Turn(self)
         };
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -312,7 +350,10 @@ impl Listener {
                 self.take_new(&mut st, timeout_hs, max_pending)?;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout { what: format!("accepting a connection on {}", self.address), after: timeout });
+                return Err(Error::Timeout {
+                    what: format!("accepting a connection on {}", self.address),
+                    after: timeout,
+                });
             }
         }
     }
@@ -332,12 +373,19 @@ impl Listener {
                     let _ = s.set_nodelay(true);
                     (OwnedFd::from(s), peer.to_string())
                 }),
-                Socket::Unix(l, _) => l.accept().map(|(s, _)| (OwnedFd::from(s), "a local process".to_string())),
+                Socket::Unix(l, _) => {
+                    l.accept().map(|(s, _)| (OwnedFd::from(s), "a local process".to_string()))
+                }
             };
             let (fd, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
                     continue;
                 }
                 Err(e) => {
@@ -535,7 +583,8 @@ impl Client {
 fn connect<T>(addr: Address, key: Option<&[u8]>, timeout: Option<Duration>) -> Result<Connection<T>, Error> {
     let start = Instant::now();
     let deadline = start + timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
-    let timed_out = |what: String| Error::Timeout { what, after: timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT) };
+    let timed_out =
+        |what: String| Error::Timeout { what, after: timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT) };
     let fd: OwnedFd = match &addr {
         Address::Unix(path) => UnixStream::connect(path)
             .map_err(|e| Error::io(format!("connecting to {addr} (is a Listener there?)"), e))?
