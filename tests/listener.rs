@@ -289,3 +289,17 @@ fn accept_from_several_threads_keeps_each_timeout() {
     Client::connect::<u8>(listener.address(), b"k").unwrap().send(4).unwrap();
     assert_eq!(waiting.join().unwrap(), 4);
 }
+
+#[mp::worker]
+fn my_authkey() -> Vec<u8> {
+    mp::current_process().authkey().to_vec()
+}
+
+#[mp::test]
+fn children_inherit_the_program_authkey() {
+    let mut p = Process::new(my_authkey, ());
+    p.start().unwrap();
+    let theirs = p.join().unwrap();
+    assert_eq!(theirs.len(), 32);
+    assert_eq!(theirs, mp::current_process().authkey());
+}

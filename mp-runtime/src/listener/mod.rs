@@ -350,10 +350,7 @@ impl Listener {
                 self.take_new(&mut st, timeout_hs, max_pending)?;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout {
-                    what: format!("accepting a connection on {}", self.address),
-                    after: timeout,
-                });
+                return Err(timed_out());
             }
         }
     }
