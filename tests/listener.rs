@@ -303,3 +303,23 @@ fn children_inherit_the_program_authkey() {
     assert_eq!(theirs.len(), 32);
     assert_eq!(theirs, mp::current_process().authkey());
 }
+
+#[mp::worker]
+fn send_a_lock_back(conn: Connection<Lock>) -> (bool, String) {
+    let err = conn.send(Lock::new().unwrap()).unwrap_err();
+    (conn.is_remote(), err.error.to_string())
+}
+
+#[mp::test]
+fn a_tcp_connection_passed_to_a_child_stays_remote() {
+    let listener = Listener::bind("127.0.0.1:0", b"k").unwrap();
+    let addr = listener.address().clone();
+    let t = std::thread::spawn(move || Client::connect::<Lock>(&addr, b"k").unwrap());
+    let conn = listener.accept::<Lock>().unwrap();
+    let _client = t.join().unwrap();
+    let mut p = Process::new(send_a_lock_back, conn);
+    p.start().unwrap();
+    let (remote, message) = p.join().unwrap();
+    assert!(remote);
+    assert!(message.contains("Manager"), "{message}");
+}

@@ -395,6 +395,18 @@ mod tests {
     }
 
     #[test]
+    fn another_protocol_version_is_named_and_refused() {
+        let (_, first) = Handshake::new(Role::Server, Some(b"k")).unwrap();
+        let mut challenge = first.unwrap();
+        *challenge.last_mut().unwrap() = PROTOCOL_VERSION + 1;
+        let (mut c, _) = Handshake::new(Role::Client, Some(b"k")).unwrap();
+        let st = c.step(&challenge);
+        assert!(st.send.is_some_and(|m| m.starts_with(FAILURE)), "the peer is told");
+        let Status::Failed(Error::Protocol(m)) = st.status else { panic!("{:?}", st.status) };
+        assert!(m.contains("version 2") && m.contains("same mp version"), "{m}");
+    }
+
+    #[test]
     fn garbage_is_an_error_never_a_panic() {
         for role in [Role::Server, Role::Client] {
             for msg in [&b""[..], b"#CHALLENGE#", b"#CHALLENGE#{sha256}", b"#FAILURE#\xff\x00", b"\x00"] {
