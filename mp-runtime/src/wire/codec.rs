@@ -90,10 +90,16 @@ pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(
 /// inside it (anything backed by a file descriptor) is refused with an error that names the
 /// Manager-backed alternative, instead of being sent.
 pub(crate) fn encode_remote<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
+    // Reset even if a user's `Serialize` panics, so later local sends on this thread work.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            REMOTE.with(|r| r.set(false));
+        }
+    }
     REMOTE.with(|r| r.set(true));
-    let res = encode_into(value, out);
-    REMOTE.with(|r| r.set(false));
-    res
+    let _reset = Reset;
+    encode_into(value, out)
 }
 
 /// Decodes a `T` from all of `bytes`; trailing bytes are an error (a type mismatch).
