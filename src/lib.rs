@@ -3,7 +3,7 @@
 //! Mark a plain function `#[mp::worker]` and it can run in another process: a fresh copy of
 //! your own executable, started on the fast `posix_spawn` path, that finds the function by
 //! name. Around that, mp gives you Python's vocabulary — [`Process`], [`Pipe`] and
-//! [`Connection`] — with Rust types and errors you can match on.
+//! [`Connection`], [`Listener`] and [`Client`] — with Rust types and errors you can match on.
 //!
 //! Processes instead of threads buy you **isolation** (a segfault, abort or leak in a worker,
 //! often in C code behind FFI, costs one task, not the program), **hard limits** (a process
@@ -43,6 +43,9 @@
 pub mod prelude;
 
 pub use mp_macros::{main, test, worker};
+pub use mp_runtime::{
+    Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
+};
 pub use mp_runtime::{Array, ArrayGuard, ArrayInit, RawArray, SharedMemory};
 pub use mp_runtime::{
     AsyncResult, CodecDirection, Connection, Error, Exit, IMap, MapResult, Pipe, Pool, PoolBuilder,

@@ -35,6 +35,8 @@ pub(crate) struct Setup {
     pub initializer: Option<(String, Vec<u8>)>,
     /// Address-space limit in bytes (RLIMIT_AS), set before any task runs.
     pub max_memory: Option<u64>,
+    /// The program's authkey (`current_process().authkey()`), inherited by every child.
+    pub authkey: Vec<u8>,
 }
 
 /// A `Progress` frame: item `item` of chunk task `id` has been running for a while.
@@ -239,6 +241,7 @@ fn serve(sock: OwnedFd) -> i32 {
     };
     let one_shot = setup.one_shot;
     let parent_name = setup.parent_name;
+    crate::process::inherit_authkey(setup.authkey);
     if let Some(bytes) = setup.max_memory {
         let lim = rustix::process::Rlimit { current: Some(bytes), maximum: Some(bytes) };
         if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::As, lim) {

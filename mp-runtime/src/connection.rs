@@ -61,6 +61,8 @@ struct Inner {
     writer: Mutex<()>,
     readable: bool,
     writable: bool,
+    /// A TCP stream (from a `Listener` or `Client`): handles cannot travel on it.
+    remote: bool,
 }
 
 /// One end of a [`Pipe`]: sends and receives values of type `T`.
@@ -92,6 +94,7 @@ impl<T> fmt::Debug for Connection<T> {
                 .field("fd", &i.fd)
                 .field("readable", &i.readable)
                 .field("writable", &i.writable)
+                .field("remote", &i.remote)
                 .finish(),
             None => f.write_str("Connection(closed)"),
         }
@@ -155,9 +158,47 @@ impl<T> Connection<T> {
                 writer: Mutex::new(()),
                 readable,
                 writable,
+                remote: false,
             }),
             _t: PhantomData,
         }
+    }
+
+    /// A duplex connection over an authenticated socket, keeping the reader that did the
+    /// handshake (it may hold the peer's first frames already). `remote`: a TCP stream.
+    pub(crate) fn from_handshake(
+        fd: OwnedFd,
+        mut reader: FrameReader,
+        remote: bool,
+        limit: Option<u64>,
+    ) -> Self {
+        reader.limit = limit;
+        reader.remote = remote;
+        Connection {
+            inner: Some(Inner {
+                fd,
+                reader: Mutex::new(reader),
+                writer: Mutex::new(()),
+                readable: true,
+                writable: true,
+                remote,
+            }),
+            _t: PhantomData,
+        }
+    }
+
+    /// Whether this connection is a TCP stream (from a TCP [`Listener`](crate::Listener) or
+    /// [`Client`](crate::Client)), over which values holding OS handles (Lock, Value,
+    /// Connection, SharedMemory...) cannot be sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = mp::Pipe::new::<u8>().unwrap();
+    /// assert!(!a.is_remote());
+    /// ```
+    pub fn is_remote(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.remote)
     }
 
     fn inner(&self, reading: bool) -> Result<&Inner, Error> {
@@ -325,7 +366,11 @@ impl<T: Serialize + DeserializeOwned + 'static> Connection<T> {
             return wire::send_parts(inner.fd.as_fd(), Kind::Data, &[&prefix, bytes], "a Connection");
         }
         let mut frame = OutFrame::new(Kind::Data);
-        frame.fds = codec::encode_with_fds(value, &mut frame.buf)?;
+        if inner.remote {
+            codec::encode_remote(value, &mut frame.buf)?;
+        } else {
+            frame.fds = codec::encode_with_fds(value, &mut frame.buf)?;
+        }
         let _w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         frame.send(inner.fd.as_fd(), "a Connection")
     }
@@ -381,6 +426,7 @@ struct Wire {
     fd: u32,
     readable: bool,
     writable: bool,
+    remote: bool,
 }
 
 impl<T> Serialize for Connection<T> {
@@ -393,7 +439,7 @@ impl<T> Serialize for Connection<T> {
             S::Error::custom(codec::custom_error(format!("cannot duplicate a Connection: {e}")))
         })?;
         let fd = codec::push_fd(dup, "Connection").map_err(S::Error::custom)?;
-        Wire { fd, readable: inner.readable, writable: inner.writable }.serialize(s)
+        Wire { fd, readable: inner.readable, writable: inner.writable, remote: inner.remote }.serialize(s)
     }
 }
 
@@ -401,6 +447,13 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
         let fd = codec::take_fd(w.fd, "Connection").map_err(D::Error::custom)?;
-        Ok(Connection::from_fd(fd, w.readable, w.writable))
+        let mut c = Connection::from_fd(fd, w.readable, w.writable);
+        if w.remote {
+            if let Some(i) = &mut c.inner {
+                i.remote = true;
+                i.reader.get_mut().unwrap_or_else(|p| p.into_inner()).remote = true;
+            }
+        }
+        Ok(c)
     }
 }

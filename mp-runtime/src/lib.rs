@@ -7,6 +7,7 @@
 mod bootstrap;
 mod connection;
 mod error;
+mod listener;
 mod pool;
 mod process;
 mod queues;
@@ -20,6 +21,9 @@ mod wire;
 pub use bootstrap::{init, try_init};
 pub use connection::{Connection, Pipe, SendError};
 pub use error::{CodecDirection, Error, Exit, Result};
+pub use listener::{
+    Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
+};
 pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
 pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use queues::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
@@ -73,4 +77,12 @@ pub mod __private {
 #[doc(hidden)]
 pub mod __test_support {
     pub use crate::wire::set_max_frame_size;
+}
+
+/// Entry points for the fuzz targets (`fuzz/`) and the randomized robustness tests: each
+/// feeds arbitrary bytes to a frame reader or a handshake and must end in an error, never a
+/// panic or a hang. Not a public API.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::listener::fuzz::{client_stream, frames, messages, server_stream};
 }

@@ -52,6 +52,7 @@ pub(crate) fn start_child(
         one_shot,
         initializer,
         max_memory,
+        authkey: authkey().to_vec(),
     };
     let mut frame = OutFrame::new(Kind::Setup);
     codec::encode_into(&setup, &mut frame.buf)?;
@@ -121,6 +122,50 @@ pub struct ProcessInfo {
     pub pid: u32,
     /// Whether the process is terminated (not joined) when its parent finishes.
     pub daemon: bool,
+}
+
+impl ProcessInfo {
+    /// The authentication key of this program (Python's `current_process().authkey`): 32
+    /// random bytes made by the first process and inherited by every child mp starts, so a
+    /// [`Listener`](crate::Listener) and [`Client`](crate::Client) in one program's
+    /// processes (a Manager and its users) agree without configuration. It is the same for
+    /// every process of the program, whichever `ProcessInfo` it is read from. Share it with
+    /// processes on other machines through a channel you trust.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let key = mp::current_process().authkey();
+    /// assert_eq!(key.len(), 32);
+    /// assert_eq!(key, mp::current_process().authkey());
+    /// ```
+    pub fn authkey(&self) -> &'static [u8] {
+        authkey()
+    }
+}
+
+static AUTHKEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// This program's authkey: inherited from the parent's `Setup`, or made on first use.
+pub(crate) fn authkey() -> &'static [u8] {
+    AUTHKEY.get_or_init(|| {
+        let mut key = vec![0u8; 32];
+        if getrandom::fill(&mut key).is_err() {
+            // No OS randomness (never on a supported Linux): still a key unique to this run,
+            // but say so, since it is guessable.
+            eprintln!("mp: no OS randomness for the authkey; using a weak one (time and pid)");
+            let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+            for (i, b) in seed.bytes().enumerate() {
+                key[i % 32] ^= b;
+            }
+        }
+        key
+    })
+}
+
+/// In a child: takes the key the parent sent in `Setup`.
+pub(crate) fn inherit_authkey(key: Vec<u8>) {
+    let _ = AUTHKEY.set(key);
 }
 
 /// This process, as mp names it.

@@ -19,6 +19,8 @@ thread_local! {
     static IN: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
     // Descriptors pushed on this thread so far: a cheap "did that value carry any?" check.
     static PUSHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    // Set while encoding for a TCP connection: handles refuse at once, naming the alternative.
+    static REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     // postcard drops custom error messages (it is no_std); ours are kept here.
     static LAST_CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -82,6 +84,22 @@ pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(
 ) -> Result<Vec<OwnedFd>, Error> {
     let (r, fds) = collecting_fds(|| encode_into(value, out));
     r.map(|()| fds)
+}
+
+/// Appends the encoding of `value` to `out` for a peer on another machine (TCP): a handle
+/// inside it (anything backed by a file descriptor) is refused with an error that names the
+/// Manager-backed alternative, instead of being sent.
+pub(crate) fn encode_remote<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
+    // Reset even if a user's `Serialize` panics, so later local sends on this thread work.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            REMOTE.with(|r| r.set(false));
+        }
+    }
+    REMOTE.with(|r| r.set(true));
+    let _reset = Reset;
+    encode_into(value, out)
 }
 
 /// Decodes a `T` from all of `bytes`; trailing bytes are an error (a type mismatch).
@@ -157,6 +175,13 @@ pub(crate) fn take_collected_fds() -> Vec<OwnedFd> {
 
 /// Called by a handle's `Serialize`: hands `fd` to the frame being built, returns its index.
 pub(crate) fn push_fd(fd: OwnedFd, what: &str) -> Result<u32, String> {
+    if REMOTE.with(|r| r.get()) {
+        return Err(custom_error(format!(
+            "a {what} is backed by an OS handle (a file descriptor) and cannot travel over TCP to \
+             another machine; share it through a Manager instead (mp::Manager: its proxies work \
+             over TCP), or keep both processes on this machine and use a Unix-socket Listener"
+        )));
+    }
     OUT.with(|t| match &mut *t.borrow_mut() {
         Some(fds) => {
             PUSHED.with(|p| p.set(p.get() + 1));

@@ -29,6 +29,8 @@ pub(crate) enum Kind {
     Shutdown = 4,
     /// Child to parent: which item of a chunk has been running for a while (`Running`).
     Progress = 5,
+    /// Listener and Client: one handshake message (see `listener/README.md`).
+    Auth = 6,
     /// A value sent through a `Connection`.
     Data = 16,
     /// Raw bytes sent with `Connection::send_bytes`.
@@ -43,6 +45,7 @@ impl Kind {
             3 => Kind::Reply,
             4 => Kind::Shutdown,
             5 => Kind::Progress,
+            6 => Kind::Auth,
             16 => Kind::Data,
             17 => Kind::Bytes,
             _ => return None,
@@ -160,6 +163,13 @@ fn too_large(len: u64) -> Error {
     ))
 }
 
+/// Fills in the header of `buf` (header space, then the payload) for a frame without
+/// descriptors.
+pub(crate) fn seal_raw(buf: &mut [u8], kind: Kind) {
+    let len = (buf.len() - HEADER_LEN) as u64;
+    write_header(&mut buf[..HEADER_LEN], kind, 0, len);
+}
+
 fn write_header(h: &mut [u8], kind: Kind, nfds: u32, len: u64) {
     h[0..2].copy_from_slice(&MAGIC);
     h[2] = VERSION;
@@ -236,6 +246,8 @@ pub(crate) struct FrameReader {
     nonblocking: bool,
     /// A buffer to receive the next payload into (its pages are already mapped).
     pub spare: Option<Vec<u8>>,
+    /// A TCP stream: no descriptors can arrive, so a frame announcing some is refused.
+    pub remote: bool,
 }
 
 const READ_BUF: usize = 64 * 1024;
@@ -258,6 +270,7 @@ impl FrameReader {
             limit: None,
             nonblocking: false,
             spare: None,
+            remote: false,
         }
     }
 
@@ -388,6 +401,13 @@ impl FrameReader {
                 self.drop_fds(nfds);
                 return Err(Error::Protocol(format!("unknown frame kind {kind_byte} on {what}")));
             };
+            if nfds > 0 && self.remote {
+                self.discard = len;
+                return Err(Error::Protocol(format!(
+                    "a frame on {what} announces {nfds} OS handles, which cannot travel over TCP; \
+                     it was skipped"
+                )));
+            }
             if len > max {
                 self.discard = len;
                 self.drop_fds(nfds);

@@ -1,0 +1,195 @@
+//! `mp::Client`: connects to a [`Listener`](super::Listener) and runs the client's side of
+//! the handshake with blocking reads under one deadline.
+
+use std::net::TcpStream;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use super::handshake::{self, Handshake, Role, Status};
+use super::{Address, DEFAULT_HANDSHAKE_TIMEOUT, IntoAddress};
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::wire::{self, FrameReader, Kind};
+
+/// Connects to a [`Listener`](super::Listener) (Python's `multiprocessing.connection.Client`).
+///
+/// # Examples
+///
+/// ```
+/// let listener = mp::Listener::bind(mp::Address::unix_temp(), b"key").unwrap();
+/// let addr = listener.address().clone();
+/// let t = std::thread::spawn(move || listener.accept::<i32>().unwrap().recv().unwrap());
+/// let conn = mp::Client::connect::<i32>(&addr, b"key").unwrap();
+/// conn.send(42).unwrap();
+/// assert_eq!(t.join().unwrap(), 42);
+/// ```
+#[derive(Debug)]
+pub struct Client;
+
+impl Client {
+    /// Connects to the listener at `addr` and authenticates with `authkey` (both ways: the
+    /// listener must prove it holds the key too). The handshake is bounded by
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`]; a wrong key is [`Error::Auth`] at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let l = mp::Listener::bind("127.0.0.1:0", b"right").unwrap();
+    /// let addr = l.address().clone();
+    /// let t = std::thread::spawn(move || l.accept::<()>().map(|_| ()));
+    /// let r = mp::Client::connect::<()>(&addr, b"wrong");
+    /// assert!(matches!(r, Err(mp::Error::Auth(_))));
+    /// assert!(matches!(t.join().unwrap(), Err(mp::Error::Auth(_))));
+    /// ```
+    pub fn connect<T>(addr: impl IntoAddress, authkey: impl AsRef<[u8]>) -> Result<Connection<T>, Error> {
+        connect(addr.into_address()?, Some(authkey.as_ref()), None)
+    }
+
+    /// [`connect`](Self::connect), with `timeout` bounding the connection and the handshake
+    /// together ([`Error::Timeout`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // A plain socket that never speaks: the handshake times out.
+    /// let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let addr = silent.local_addr().unwrap();
+    /// let r = mp::Client::connect_timeout::<()>(addr, b"k", Duration::from_millis(50));
+    /// assert!(matches!(r, Err(mp::Error::Timeout { .. })));
+    /// ```
+    pub fn connect_timeout<T>(
+        addr: impl IntoAddress,
+        authkey: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<Connection<T>, Error> {
+        connect(addr.into_address()?, Some(authkey.as_ref()), Some(timeout))
+    }
+
+    /// Connects without a key, to a listener made with
+    /// [`Listener::bind_unauthenticated`](super::Listener::bind_unauthenticated). A listener that wants a key refuses it at once,
+    /// with [`Error::Auth`] on both sides.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let l = mp::Listener::bind_unauthenticated(mp::Address::unix_temp()).unwrap();
+    /// let addr = l.address().clone();
+    /// let t = std::thread::spawn(move || l.accept::<u8>().unwrap().recv().unwrap());
+    /// mp::Client::connect_unauthenticated::<u8>(&addr).unwrap().send(1).unwrap();
+    /// assert_eq!(t.join().unwrap(), 1);
+    /// ```
+    pub fn connect_unauthenticated<T>(addr: impl IntoAddress) -> Result<Connection<T>, Error> {
+        connect(addr.into_address()?, None, None)
+    }
+}
+
+fn connect<T>(addr: Address, key: Option<&[u8]>, timeout: Option<Duration>) -> Result<Connection<T>, Error> {
+    let start = Instant::now();
+    let deadline = start + timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+    let timed_out =
+        |what: String| Error::Timeout { what, after: timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT) };
+    let fd: OwnedFd = match &addr {
+        Address::Unix(path) => UnixStream::connect(path)
+            .map_err(|e| Error::io(format!("connecting to {addr} (is a Listener there?)"), e))?
+            .into(),
+        Address::Tcp(hp) => {
+            let mut last = None;
+            let mut stream = None;
+            for a in Address::resolve(hp)? {
+                let r = match timeout {
+                    Some(_) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Err(timed_out(format!("connecting to {addr}")));
+                        }
+                        TcpStream::connect_timeout(&a, left)
+                    }
+                    None => TcpStream::connect(a),
+                };
+                match r {
+                    Ok(s) => {
+                        stream = Some(s);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let s = match (stream, last) {
+                (Some(s), _) => s,
+                (None, Some(e)) if e.kind() == std::io::ErrorKind::TimedOut && timeout.is_some() => {
+                    return Err(timed_out(format!("connecting to {addr}")));
+                }
+                (None, e) => {
+                    let e = e.unwrap_or_else(|| std::io::Error::other("no address to try"));
+                    return Err(Error::io(format!("connecting to {addr} (is a Listener there?)"), e));
+                }
+            };
+            let _ = s.set_nodelay(true);
+            s.into()
+        }
+    };
+    // Without a timeout, the handshake is still bounded: its clock starts once connected.
+    let deadline = if timeout.is_some() { deadline } else { Instant::now() + DEFAULT_HANDSHAKE_TIMEOUT };
+    let what = format!("the handshake with the listener at {addr}");
+    match client_handshake(fd, addr.is_tcp(), key, deadline, &what) {
+        Err(Error::Timeout { what, .. }) => Err(timed_out(what)),
+        other => other,
+    }
+}
+
+/// The client's side of the handshake on a connected socket.
+pub(super) fn client_handshake<T>(
+    fd: OwnedFd,
+    remote: bool,
+    key: Option<&[u8]>,
+    deadline: Instant,
+    what: &str,
+) -> Result<Connection<T>, Error> {
+    let mut reader = FrameReader::new();
+    reader.limit = Some(handshake::MAX_MESSAGE);
+    reader.remote = remote;
+    let (mut hs, _) = Handshake::new(Role::Client, key)?;
+    loop {
+        let frame = match reader.read(fd.as_fd(), Some(deadline), what) {
+            Ok(f) => f,
+            Err(Error::Timeout { .. }) => {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "{what} (it accepted the connection but did not answer: is it an mp \
+                         Listener, and is it calling accept?)"
+                    ),
+                    after: Duration::ZERO,
+                });
+            }
+            Err(Error::Disconnected { .. }) => {
+                return Err(Error::Disconnected {
+                    what: format!(
+                        "{what} (it closed the connection mid-handshake: a different mp version, \
+                         or a listener with too many pending handshakes?)"
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if frame.kind != Kind::Auth {
+            return Err(Error::Protocol(format!(
+                "{what}: a {:?} frame arrived before the handshake finished",
+                frame.kind
+            )));
+        }
+        let step = hs.step(&frame.payload);
+        if let Some(msg) = &step.send {
+            let sent = wire::send_parts(fd.as_fd(), Kind::Auth, &[msg], what);
+            if let (Err(e), Status::Continue | Status::Done) = (sent, &step.status) {
+                return Err(e);
+            }
+        }
+        match step.status {
+            Status::Continue => {}
+            Status::Done => return Ok(Connection::from_handshake(fd, reader, remote, None)),
+            Status::Failed(e) => return Err(e),
+        }
+    }
+}
