@@ -57,6 +57,7 @@ pub use mp_runtime::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, RLock, RLockGuard, Semaphore, SemaphoreGuard,
 };
 pub use mp_runtime::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
+pub use mp_runtime::serve_worker;
 pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};
 
 #[doc(hidden)]

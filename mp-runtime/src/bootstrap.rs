@@ -178,6 +178,8 @@ pub fn try_init() -> Result<(), Error> {
         child_main();
     }
     spawn::mark_initialized();
+    // A worker host (MP_CONNECT): serves a remote pool and exits, never running `main`.
+    crate::remote::serve_from_env();
     // As Python does at exit, even without #[mp::main]: terminate daemonic children and join
     // the others when `main` returns.
     sys::at_exit(exit_hook);

@@ -187,6 +187,16 @@ impl<T> Connection<T> {
         }
     }
 
+    /// The socket, for a channel that will speak the child protocol on it (a remote pool
+    /// worker). Refused if the handshake's reader already holds bytes of the next frame.
+    pub(crate) fn into_fd(mut self) -> Result<OwnedFd, Error> {
+        let inner = self.inner.take().ok_or(Error::Closed { what: "this Connection" })?;
+        if inner.reader.lock().unwrap_or_else(|p| p.into_inner()).has_buffered() {
+            return Err(Error::Protocol("the peer sent a frame before it was asked for one".into()));
+        }
+        Ok(inner.fd)
+    }
+
     /// Whether this connection is a TCP stream (from a TCP [`Listener`](crate::Listener) or
     /// [`Client`](crate::Client)), over which values holding OS handles (Lock, Value,
     /// Connection, SharedMemory...) cannot be sent.

@@ -12,6 +12,7 @@ mod pool;
 mod process;
 mod queues;
 mod registry;
+mod remote;
 mod shared_memory;
 mod spawn;
 mod synchronize;
@@ -28,6 +29,7 @@ pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStat
 pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use queues::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Transferable, Worker, registered_workers};
+pub use remote::serve_worker;
 pub use shared_memory::{Array, ArrayGuard, ArrayInit, RawArray, SharedMemory};
 pub use shared_memory::{Pod, RawValue, Value, ValueGuard};
 pub use synchronize::{

@@ -3,7 +3,7 @@
 //! first used from a short-lived thread must not lose its workers).
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Sender, SyncSender, sync_channel};
@@ -140,6 +140,11 @@ impl Child {
             .map_err(|e| Error::io(format!("sending signal {sig} to pid {}", self.pid), e))
     }
 
+    /// The pidfd: readable once the process has ended.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// SIGKILL, then reap.
     pub fn kill_and_reap(&self) {
         let _ = self.signal(9);
@@ -149,12 +154,19 @@ impl Child {
 
 /// Starts a child and returns it with the parent's end of its socket.
 pub(crate) fn spawn_child() -> Result<(Child, OwnedFd), Error> {
+    let (ours, theirs) = sys::socketpair().map_err(|e| Error::io("creating a socket pair", e))?;
+    Ok((spawn_child_on(theirs)?, ours))
+}
+
+/// Starts a child whose channel is `sock` (a socket pair's end, or a remote pool's TCP
+/// connection: the child reads its `Setup` from whoever is at the other end).
+pub(crate) fn spawn_child_on(sock: OwnedFd) -> Result<Child, Error> {
     if !INITIALIZED.load(Ordering::Acquire) {
         return Err(Error::NotInitialized);
     }
-    let (ours, theirs) = sys::socketpair().map_err(|e| Error::io("creating a socket pair", e))?;
     // dup2 onto the same number would keep close-on-exec set: keep the source above CHILD_FD.
-    let theirs = sys::dup_cloexec_min(theirs.as_fd(), 10).map_err(|e| Error::io("dup", e))?;
+    let theirs = sys::dup_cloexec_min(sock.as_fd(), 10).map_err(|e| Error::io("dup", e))?;
+    drop(sock);
 
     let mut args: Vec<CString> = Vec::with_capacity(8);
     args.push(std::env::args_os().next().and_then(cstring).unwrap_or_else(|| c"mp-child".into()));
@@ -166,6 +178,8 @@ pub(crate) fn spawn_child() -> Result<(Child, OwnedFd), Error> {
     }
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != ENV_FD && k != ENV_PARENT && k != ENV_STDOUT)
+        // A remote worker host's own settings are not its children's.
+        .filter(|(k, _)| !crate::remote::ENV.contains(&k.to_str().unwrap_or_default()))
         .filter_map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
@@ -190,6 +204,5 @@ pub(crate) fn spawn_child() -> Result<(Child, OwnedFd), Error> {
         .map_err(|e| Error::io("starting a child process (posix_spawn of /proc/self/exe)", e))?;
     // The pid is our unreaped child, so it cannot have been recycled yet.
     let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
-    let child = Child { pid: pid.as_raw_nonzero().get() as u32, pidfd, exit: Mutex::new(None) };
-    Ok((child, ours))
+    Ok(Child { pid: pid.as_raw_nonzero().get() as u32, pidfd, exit: Mutex::new(None) })
 }

@@ -326,6 +326,29 @@ pub fn poll_many(fds: &[(BorrowedFd<'_>, bool)], deadline: Option<Instant>) -> i
         .collect())
 }
 
+/// Waits until one of `exits` (pidfds) is readable or one of `sockets` is hung up on by its
+/// peer (POLLRDHUP: data waiting to be read does not count), or `timeout` passes. Returns
+/// which (`(exits ready, sockets hung up)`).
+pub fn wait_exit_or_hangup(
+    exits: &[BorrowedFd<'_>],
+    sockets: &[BorrowedFd<'_>],
+    timeout: std::time::Duration,
+) -> io::Result<(Vec<bool>, Vec<bool>)> {
+    let mut pfds: Vec<PollFd<'_>> = exits
+        .iter()
+        .map(|f| PollFd::new(f, PollFlags::IN))
+        .chain(sockets.iter().map(|f| PollFd::new(f, PollFlags::RDHUP)))
+        .collect();
+    let ts = Timespec::try_from(timeout).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
+    match rustix::event::poll(&mut pfds, Some(&ts)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let any = |p: &PollFd<'_>| !p.revents().is_empty();
+    let (a, b) = pfds.split_at(exits.len());
+    Ok((a.iter().map(any).collect(), b.iter().map(any).collect()))
+}
+
 /// Reads at most `max` bytes into `v`'s spare capacity (no zero-filling first), appending
 /// them to `v`. Returns 0 at end of stream.
 pub fn recv_into_spare(fd: BorrowedFd<'_>, v: &mut Vec<u8>, max: usize, dontwait: bool) -> io::Result<usize> {

@@ -1,0 +1,159 @@
+//! Remote workers: the same binary, started on another host, serving a Pool that listens
+//! (`Pool::builder().listen(addr, authkey)`).
+//!
+//! A *worker host* (`MP_CONNECT=host:port MP_AUTHKEY=… ./app`, or [`serve_worker`]) keeps
+//! `processes` worker children connected to the pool: for each, it connects and
+//! authenticates (a [`Client`]), then starts a child of its own whose channel *is* that
+//! connection — the pool sends it `Setup` and tasks exactly as it does to a local child. The
+//! host watches each child and its connection: a child that dies (segfault, abort, OOM) is
+//! replaced by a fresh one on a fresh connection, and a connection the pool drops (its
+//! `task_timeout` passed, or the pool closed) gets its child SIGKILLed, so a remote timeout
+//! really kills. When the pool is gone (connections refused after it had accepted some), the
+//! host exits.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::listener::{Address, Client, IntoAddress};
+use crate::spawn::{self, Child};
+use crate::sys;
+
+/// `host:port` (or a Unix socket path) of the pool to serve.
+pub(crate) const ENV_CONNECT: &str = "MP_CONNECT";
+/// The pool's authkey (the variable's bytes).
+pub(crate) const ENV_AUTHKEY: &str = "MP_AUTHKEY";
+/// Worker processes to keep connected (default: the CPU count).
+pub(crate) const ENV_WORKERS: &str = "MP_WORKERS";
+/// The variables a worker host reads; its children do not inherit them.
+pub(crate) const ENV: [&str; 3] = [ENV_CONNECT, ENV_AUTHKEY, ENV_WORKERS];
+
+/// How long a host keeps trying a pool that is not (yet) accepting, before it ever connected.
+const FIRST_CONNECT_FOR: Duration = Duration::from_secs(30);
+/// Pause between attempts to fill an empty seat.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+/// Bound on one connection attempt with its handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Called by `mp::init()`: under `MP_CONNECT`, serve that pool and exit instead of running
+/// `main`.
+pub(crate) fn serve_from_env() {
+    let Some(addr) = std::env::var_os(ENV_CONNECT) else {
+        return;
+    };
+    let addr = addr.to_string_lossy().into_owned();
+    let Some(key) = std::env::var_os(ENV_AUTHKEY) else {
+        eprintln!("mp: {ENV_CONNECT} is set but {ENV_AUTHKEY} is not: a worker host needs the pool's authkey");
+        sys::exit(2);
+    };
+    let processes = match std::env::var(ENV_WORKERS) {
+        Ok(v) => match v.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                eprintln!("mp: {ENV_WORKERS}={v:?} is not a number of worker processes");
+                sys::exit(2);
+            }
+        },
+        Err(_) => crate::process::cpu_count(),
+    };
+    let key = std::os::unix::ffi::OsStrExt::as_bytes(key.as_os_str()).to_vec();
+    match serve_worker(addr.as_str(), key, processes) {
+        Ok(()) => sys::exit(0),
+        Err(e) => {
+            eprintln!("mp: worker host for the pool at {addr}: {e}");
+            sys::exit(1)
+        }
+    }
+}
+
+/// One worker child and a watch on its connection.
+struct Seat {
+    child: Child,
+    /// A duplicate of the child's socket, polled for the pool hanging up (never read).
+    watch: OwnedFd,
+}
+
+/// Serves the pool listening at `addr` with `processes` worker children, until the pool
+/// goes away: what `MP_CONNECT=addr MP_AUTHKEY=key MP_WORKERS=n ./app` does from
+/// `mp::init()`. Returns `Ok` once the pool it served stops accepting; an `Err` if it never
+/// accepted (nothing listening for 30 s, or a wrong key: [`Error::Auth`]).
+///
+/// A child that dies is replaced (on a new connection); a child whose connection the pool
+/// drops — its `task_timeout` passed — is killed.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> Result<(), mp::Error> {
+/// mp::init();
+/// // On each worker host, the same binary (or set MP_CONNECT / MP_AUTHKEY instead):
+/// mp::serve_worker("pool-host:50000", b"secret", 8)?;
+/// # Ok(()) }
+/// ```
+pub fn serve_worker(addr: impl IntoAddress, authkey: impl AsRef<[u8]>, processes: usize) -> Result<(), Error> {
+    if processes == 0 {
+        return Err(Error::invalid("serve_worker needs at least one worker process"));
+    }
+    let addr = addr.into_address()?;
+    let key = authkey.as_ref();
+    let mut seats: Vec<Option<Seat>> = (0..processes).map(|_| None).collect();
+    let start = Instant::now();
+    let mut ever_connected = false;
+    loop {
+        let mut waiting_for_pool = false;
+        for i in 0..seats.len() {
+            if seats[i].is_some() {
+                continue;
+            }
+            match take_seat(&addr, key) {
+                Ok(seat) => {
+                    seats[i] = Some(seat);
+                    ever_connected = true;
+                }
+                Err(e @ Error::Auth(_)) => return Err(e),
+                Err(e) if ever_connected && is_refused(&e) => {
+                    // The pool stopped listening: it is done.
+                    for seat in seats.iter().flatten() {
+                        seat.child.kill_and_reap();
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    if !ever_connected && start.elapsed() > FIRST_CONNECT_FOR {
+                        return Err(e);
+                    }
+                    waiting_for_pool = true;
+                    break;
+                }
+            }
+        }
+        let live: Vec<usize> = (0..seats.len()).filter(|&i| seats[i].is_some()).collect();
+        let seat = |i: usize| seats[i].as_ref().expect("live seat");
+        let exits: Vec<_> = live.iter().map(|&i| seat(i).child.pidfd()).collect();
+        let watches: Vec<_> = live.iter().map(|&i| seat(i).watch.as_fd()).collect();
+        let wait = if waiting_for_pool || live.len() < seats.len() { RETRY_EVERY } else { Duration::from_secs(1) };
+        let (exited, hung_up) = sys::wait_exit_or_hangup(&exits, &watches, wait)
+            .map_err(|e| Error::io("watching the worker children", e))?;
+        for (k, &i) in live.iter().enumerate() {
+            if exited[k] || hung_up[k] {
+                let seat = seats[i].take().expect("live seat");
+                // Ended on its own: reaped here. Connection dropped by the pool: killed.
+                seat.child.kill_and_reap();
+            }
+        }
+    }
+}
+
+/// Connects, authenticates, and starts a child on the connection.
+fn take_seat(addr: &Address, key: &[u8]) -> Result<Seat, Error> {
+    let sock = Client::connect_timeout::<()>(addr, key, CONNECT_TIMEOUT)?.into_fd()?;
+    let watch = sock.try_clone().map_err(|e| Error::io("dup of a worker connection", e))?;
+    let child = spawn::spawn_child_on(sock)?;
+    Ok(Seat { child, watch })
+}
+
+fn is_refused(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. }
+        if matches!(source.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound))
+}
