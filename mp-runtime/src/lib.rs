@@ -7,6 +7,7 @@
 mod bootstrap;
 mod connection;
 mod error;
+mod mpi;
 mod pool;
 mod process;
 mod queues;
