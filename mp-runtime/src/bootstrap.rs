@@ -177,6 +177,8 @@ pub fn try_init() -> Result<(), Error> {
     if std::env::var_os(ENV_FD).is_some() {
         child_main();
     }
+    // Under mpirun: ranks other than 0 serve tasks here and never return.
+    crate::mpi::init_from_env()?;
     spawn::mark_initialized();
     // A worker host (MP_CONNECT): serves a remote pool and exits, never running `main`.
     crate::remote::serve_from_env();
@@ -189,6 +191,8 @@ pub fn try_init() -> Result<(), Error> {
 extern "C" fn exit_hook() {
     // Never unwind into C.
     let _ = std::panic::catch_unwind(crate::process::cleanup_children);
+    // Then release the MPI ranks (they finalize and exit 0) and finalize here.
+    let _ = std::panic::catch_unwind(crate::mpi::finish);
 }
 
 #[doc(hidden)]
@@ -226,8 +230,19 @@ fn child_main() -> ! {
     sys::exit(code)
 }
 
-/// Answers tasks until told to stop; returns the exit code.
-fn serve(sock: OwnedFd) -> i32 {
+/// Answers tasks until told to stop; returns the exit code. Runs once in a child; an MPI
+/// rank runs it once per pool it serves, each time on a fresh socket.
+pub(crate) fn serve(sock: OwnedFd) -> i32 {
+    // A previous session on this process may have ended inside a chunk.
+    CUR_ID.store(0, Ordering::Relaxed);
+    *HEARTBEAT_SOCK.lock().unwrap_or_else(|p| p.into_inner()) = sock.try_clone().ok();
+    let code = serve_session(sock);
+    // Let the socket close for real: the other end learns this session is over.
+    *HEARTBEAT_SOCK.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    code
+}
+
+fn serve_session(sock: OwnedFd) -> i32 {
     let mut reader = FrameReader::new();
     let what = "the parent's channel";
     let setup: Setup = match reader.read(sock.as_fd(), None, what) {
@@ -297,6 +312,8 @@ fn serve(sock: OwnedFd) -> i32 {
                             return fatal(&e);
                         }
                     }
+                    // The parent (or the pool an MPI rank served) is gone: nobody to tell.
+                    Err(Error::Disconnected { .. }) => return 0,
                     Err(e) => return fatal(&e),
                 }
                 if one_shot {
@@ -317,7 +334,7 @@ fn fatal(e: &Error) -> i32 {
 }
 
 /// A `Reply` frame answering task `id` with `failure`.
-fn failure_reply(id: u64, failure: Failure) -> OutFrame {
+pub(crate) fn failure_reply(id: u64, failure: Failure) -> OutFrame {
     let mut out = OutFrame::new(Kind::Reply);
     let head = ReplyHead { id, failure: Some(failure), part: None };
     codec::encode_into(&head, &mut out.buf).expect("a failure always encodes");
@@ -436,7 +453,7 @@ fn run_chunk(sock: BorrowedFd<'_>, head: &TaskHead<'_>, args: &[u8]) -> Result<(
         at: 0,
         broken: None,
     };
-    start_flush_ticker(sock);
+    start_flush_ticker();
     CUR_ITEM.store(0, Ordering::Relaxed);
     CUR_ID.store(head.id, Ordering::Relaxed);
     // One catch_unwind around the loop, not one per item: after a panic, record it against
@@ -470,18 +487,16 @@ static CUR_ID: AtomicU64 = AtomicU64::new(0);
 static CUR_ITEM: AtomicU32 = AtomicU32::new(0);
 /// Serializes writes to the parent between the worker and the ticker's heartbeats.
 static SEND: Mutex<()> = Mutex::new(());
-/// The ticker's own handle on the parent's socket.
-static HEARTBEAT_SOCK: OnceLock<OwnedFd> = OnceLock::new();
+/// The ticker's own handle on the parent's socket (replaced when an MPI rank starts serving
+/// another pool).
+static HEARTBEAT_SOCK: Mutex<Option<OwnedFd>> = Mutex::new(None);
 
 /// Every `FLUSH_EVERY`, for the whole life of a pool worker: raises `FLUSH_DUE`, and if one
 /// item of a chunk has been running for a whole period, tells the parent which one (a
 /// `Progress` frame), so a crash or timeout in it is pinned on that item alone.
-fn start_flush_ticker(sock: BorrowedFd<'_>) {
+fn start_flush_ticker() {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
-        if let Ok(dup) = sock.try_clone_to_owned() {
-            let _ = HEARTBEAT_SOCK.set(dup);
-        }
         let _ = std::thread::Builder::new().name("mp-flush-ticker".into()).spawn(|| {
             let (mut seen, mut told) = ((0, 0), (0, u32::MAX));
             loop {
@@ -490,7 +505,7 @@ fn start_flush_ticker(sock: BorrowedFd<'_>) {
                 let _guard = SEND.lock().unwrap_or_else(|p| p.into_inner());
                 let now = (CUR_ID.load(Ordering::Relaxed), CUR_ITEM.load(Ordering::Relaxed));
                 if now.0 != 0 && now == seen && now != told {
-                    if let Some(fd) = HEARTBEAT_SOCK.get() {
+                    if let Some(fd) = HEARTBEAT_SOCK.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                         let mut out = OutFrame::new(Kind::Progress);
                         let running = Running { id: now.0, item: now.1 };
                         if codec::encode_into(&running, &mut out.buf).is_ok() {
@@ -577,7 +592,7 @@ fn short_backtrace(full: &str) -> String {
 }
 
 /// In a child, a panic inside a task is reported to the parent instead of printed here.
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if IN_TASK.with(|t| t.get()) {

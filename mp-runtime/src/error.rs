@@ -94,9 +94,11 @@ pub enum Error {
         index: Option<usize>,
     },
 
-    /// The process ended (exit, signal, crash) before it answered.
-    #[error("worker `{worker}` (pid {pid}) {exit} before answering{}; \
+    /// The process ended (exit, signal, crash) before it answered, or, for a worker that is
+    /// not our child (an MPI rank), its connection ended (`exit` is then `Exit::Unknown`).
+    #[error("worker `{worker}` (pid {pid}{}) {exit} before answering{}; \
              look for a crash (segfault, abort, OOM kill, std::process::exit) in that worker",
+        peer.as_ref().map(|p| format!(", {p}")).unwrap_or_default(),
         index.map(|i| format!(" on input #{i}")).unwrap_or_default())]
     WorkerDied {
         /// The worker's registered name.
@@ -107,6 +109,9 @@ pub enum Error {
         exit: Exit,
         /// The input's position, for pool maps.
         index: Option<usize>,
+        /// Where the worker ran when it was not a child of ours ("MPI rank 2 on node7");
+        /// `None` for local children.
+        peer: Option<String>,
     },
 
     /// A blocking call did not finish in time. Nothing was lost: try again or give up.

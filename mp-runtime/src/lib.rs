@@ -8,6 +8,7 @@ mod bootstrap;
 mod connection;
 mod error;
 mod listener;
+mod mpi;
 mod pool;
 mod process;
 mod queues;

@@ -417,6 +417,7 @@ impl<W: Worker> Process<W> {
                     pid: run.tracked.child.pid,
                     exit,
                     index: None,
+                    peer: None,
                 }))
             }
             Err(e) => Err(e),

@@ -8,13 +8,16 @@ use crate::registry::Worker;
 
 static GLOBAL: Mutex<Option<&'static Pool>> = Mutex::new(None);
 
-/// The default pool, created on first use with `MP_PROCESSES` or `cpu_count()` workers.
+/// The default pool, created on first use with `MP_PROCESSES` or `cpu_count()` workers; on
+/// rank 0 of an MPI job (feature `mpi`), the other ranks.
 pub(crate) fn global_pool() -> Result<&'static Pool, Error> {
     let mut g = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = *g {
         return Ok(p);
     }
-    let pool: &'static Pool = Box::leak(Box::new(Pool::builder().build()?));
+    // Under mpirun, rank 0's default pool is served by the other ranks.
+    let builder = if crate::mpi::serves_default_pool() { Pool::builder().mpi() } else { Pool::builder() };
+    let pool: &'static Pool = Box::leak(Box::new(builder.build()?));
     *g = Some(pool);
     Ok(pool)
 }

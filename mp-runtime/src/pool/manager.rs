@@ -11,6 +11,14 @@
 //! several unanswered items, they are re-queued one item per task, so the item that crashes
 //! (or hangs) again is reported alone and the others complete: items of a crashed chunk run
 //! at least once, and those after the last progress report may run twice.
+//!
+//! Attached workers: besides the children it starts, a pool can be handed connected sockets
+//! whose far end speaks the child protocol but is not a child of ours (an MPI rank through
+//! its bridge, later a remote host). Such a worker is never reaped nor respawned: when its
+//! connection ends, its task fails with `WorkerDied { exit: Exit::Unknown, peer }`; at
+//! `task_timeout` its task fails and the connection is dropped. When a pool has no worker
+//! left and can start none (only attached workers, all gone), queued and new tasks fail at
+//! once with `Error::Disconnected` instead of waiting.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{Failure, INIT_FAILED, Part, ReplyHead, Running, TaskHead};
+use crate::bootstrap::{self, Failure, INIT_FAILED, Part, ReplyHead, Running, Setup, TaskHead};
 use crate::error::{Error, Exit};
 use crate::pool::results::{Collector, Delivery};
 use crate::pool::{PoolStats, WorkerStats};
@@ -146,7 +154,10 @@ impl Shared {
 
 #[derive(Clone)]
 pub(crate) struct Config {
+    /// Children to keep running (slots `0..processes`).
     pub processes: usize,
+    /// Attached workers the pool started with (slots after the children).
+    pub attached: usize,
     pub maxtasksperchild: Option<u64>,
     pub task_timeout: Option<Duration>,
     pub initializer: Option<(String, Vec<u8>)>,
@@ -165,9 +176,27 @@ struct InFlight {
     answered: usize,
 }
 
+/// Who is at the other end of a slot's socket.
+enum Peer {
+    /// A child we started: reaped, killed at `task_timeout`, replaced when it dies.
+    Child(Arc<Tracked>),
+    /// A worker that is not our child (see the module docs).
+    Attached { pid: u32, label: String },
+}
+
+/// A socket connected to a worker that is not a child of ours, already past its transport's
+/// handshake: the pool sends it `Setup` and tasks like any worker.
+pub(crate) struct Attached {
+    pub sock: OwnedFd,
+    /// The worker's pid on its host, for stats and errors.
+    pub pid: u32,
+    /// Where it runs, for errors ("MPI rank 2 on node7").
+    pub label: String,
+}
+
 /// A live worker process and our side of its socket.
 pub(crate) struct Slot {
-    tracked: Arc<Tracked>,
+    peer: Peer,
     sock: OwnedFd,
     reader: FrameReader,
     writes: VecDeque<OutFrame>,
@@ -195,20 +224,72 @@ pub(crate) fn spawn_worker(config: &Config) -> Result<Slot, Error> {
         max_memory: config.max_memory,
     };
     let (tracked, sock) = process::start_child(name, opts, None)?;
-    Ok(Slot {
-        tracked,
-        sock,
-        reader: FrameReader::new(),
-        writes: VecDeque::new(),
-        written: 0,
-        inflight: VecDeque::new(),
-        since: Instant::now(),
-        tasks_done: 0,
-        busy: Duration::ZERO,
-        killed_for_timeout: false,
-        retiring: false,
-        running: None,
-    })
+    Ok(Slot::new(Peer::Child(tracked), sock))
+}
+
+/// A slot for an attached worker; its `Setup` is the first frame queued to it.
+pub(crate) fn attach_worker(config: &Config, a: Attached) -> Result<Slot, Error> {
+    let setup = Setup {
+        name: format!("PoolWorker-{} ({})", WORKER_NO.fetch_add(1, Ordering::Relaxed), a.label),
+        parent_name: bootstrap::identity().name.clone(),
+        daemon: true,
+        one_shot: false,
+        initializer: config.initializer.clone(),
+        max_memory: config.max_memory,
+        authkey: process::authkey().to_vec(),
+    };
+    let mut frame = OutFrame::new(Kind::Setup);
+    codec::encode_into(&setup, &mut frame.buf)?;
+    let mut slot = Slot::new(Peer::Attached { pid: a.pid, label: a.label }, a.sock);
+    slot.writes.push_back(frame);
+    Ok(slot)
+}
+
+impl Slot {
+    fn new(peer: Peer, sock: OwnedFd) -> Slot {
+        Slot {
+            peer,
+            sock,
+            reader: FrameReader::new(),
+            writes: VecDeque::new(),
+            written: 0,
+            inflight: VecDeque::new(),
+            since: Instant::now(),
+            tasks_done: 0,
+            busy: Duration::ZERO,
+            killed_for_timeout: false,
+            retiring: false,
+            running: None,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match &self.peer {
+            Peer::Child(t) => t.child.pid,
+            Peer::Attached { pid, .. } => *pid,
+        }
+    }
+
+    fn label(&self) -> Option<&str> {
+        match &self.peer {
+            Peer::Child(_) => None,
+            Peer::Attached { label, .. } => Some(label),
+        }
+    }
+
+    /// How the worker ended: reaped for a child, unknowable for an attached worker.
+    fn reap(&self) -> Exit {
+        match &self.peer {
+            Peer::Child(t) => reap(t),
+            Peer::Attached { .. } => Exit::Unknown,
+        }
+    }
+
+    fn kill(&self) {
+        if let Peer::Child(t) = &self.peer {
+            let _ = t.child.signal(9);
+        }
+    }
 }
 
 pub(crate) struct Manager {
@@ -228,7 +309,7 @@ impl Manager {
         {
             let mut st = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
             for s in &slots {
-                st.workers.push(WorkerStats { pid: s.tracked.child.pid, ..Default::default() });
+                st.workers.push(WorkerStats { pid: s.pid(), ..Default::default() });
             }
         }
         Manager {
@@ -264,8 +345,24 @@ impl Manager {
                 return;
             }
             self.respawn(busy || !closed);
+            self.fail_if_no_worker();
             self.dispatch();
             self.poll_once();
+        }
+    }
+
+    /// A pool whose workers are all attached and all gone can never run anything: answer
+    /// its tasks now rather than let callers wait forever.
+    fn fail_if_no_worker(&mut self) {
+        if self.shared.config.processes > 0 || self.slots.iter().any(Option::is_some) {
+            return;
+        }
+        for t in self.pending.drain(..) {
+            t.fail_from(0, |_| Error::Disconnected {
+                what: "the pool has no worker left (its attached workers all disconnected, and it \
+                       starts none of its own); create a new pool"
+                    .into(),
+            });
         }
     }
 
@@ -273,11 +370,12 @@ impl Manager {
         if !wanted || self.init_failure.is_some() {
             return;
         }
-        for i in 0..self.slots.len() {
+        // Slots past `processes` hold attached workers, which are never replaced.
+        for i in 0..self.shared.config.processes.min(self.slots.len()) {
             if self.slots[i].is_none() {
                 match spawn_worker(&self.shared.config) {
                     Ok(s) => {
-                        let pid = s.tracked.child.pid;
+                        let pid = s.pid();
                         self.slots[i] = Some(s);
                         self.stats(|st| {
                             st.workers_respawned += 1;
@@ -461,7 +559,7 @@ impl Manager {
             slot.inflight.remove(pos);
             slot.tasks_done += 1;
         }
-        let pid = slot.tracked.child.pid;
+        let pid = slot.pid();
         let (busy, done) = (slot.busy, slot.tasks_done);
         // Counters first, so a caller that saw its results also sees them counted.
         self.stats(|st| {
@@ -481,12 +579,21 @@ impl Manager {
             return;
         };
         let now = Instant::now();
-        for slot in self.slots.iter_mut().flatten() {
+        let mut dropped = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot else { continue };
             if !slot.inflight.is_empty() && !slot.killed_for_timeout && now >= slot.since + timeout {
-                // A hard limit: the worker is killed, whatever the task is doing.
+                // A hard limit: the worker is killed, whatever the task is doing. An attached
+                // worker cannot be killed from here: its connection is dropped instead.
                 slot.killed_for_timeout = true;
-                let _ = slot.tracked.child.signal(9);
+                match slot.peer {
+                    Peer::Child(_) => slot.kill(),
+                    Peer::Attached { .. } => dropped.push(i),
+                }
             }
+        }
+        for i in dropped {
+            self.worker_gone(i);
         }
     }
 
@@ -495,12 +602,18 @@ impl Manager {
             return;
         };
         for i in 0..self.slots.len() {
-            let retire = self.slots[i].as_ref().is_some_and(|s| s.tasks_done >= max && s.inflight.is_empty());
+            // Attached workers are not ours to replace: they keep serving.
+            let retire = self.slots[i].as_ref().is_some_and(|s| {
+                s.tasks_done >= max && s.inflight.is_empty() && matches!(s.peer, Peer::Child(_))
+            });
             if retire && let Some(slot) = self.slots[i].take() {
                 // End of stream tells the worker to exit.
-                drop(slot.sock);
-                reap(&slot.tracked);
-                let pid = slot.tracked.child.pid;
+                let pid = slot.pid();
+                let Slot { peer, sock, .. } = slot;
+                drop(sock);
+                if let Peer::Child(t) = &peer {
+                    reap(t);
+                }
                 self.stats(|st| st.workers.retain(|w| w.pid != pid));
                 self.slots[i] = None;
             }
@@ -513,8 +626,9 @@ impl Manager {
         let Some(slot) = self.slots[i].take() else {
             return;
         };
-        let exit = reap(&slot.tracked);
-        let pid = slot.tracked.child.pid;
+        let exit = slot.reap();
+        let pid = slot.pid();
+        let peer = slot.label().map(str::to_string);
         let timeout = self.shared.config.task_timeout.unwrap_or_default();
         let mut inflight = slot.inflight;
         self.stats(|st| st.workers.retain(|w| w.pid != pid));
@@ -532,14 +646,22 @@ impl Manager {
             let killed_for_timeout = slot.killed_for_timeout;
             let fail = |index: usize| {
                 if killed_for_timeout {
+                    let how = match &peer {
+                        None => format!("its worker, pid {pid}, was killed"),
+                        Some(p) => format!("its worker, pid {pid} ({p}), was disconnected"),
+                    };
                     Error::Timeout {
-                        what: format!(
-                            "input #{index} of `{worker}` (its worker, pid {pid}, was killed at the pool's task_timeout)"
-                        ),
+                        what: format!("input #{index} of `{worker}` ({how} at the pool's task_timeout)"),
                         after: timeout,
                     }
                 } else {
-                    Error::WorkerDied { worker: worker.to_string(), pid, exit, index: Some(index) }
+                    Error::WorkerDied {
+                        worker: worker.to_string(),
+                        pid,
+                        exit,
+                        index: Some(index),
+                        peer: peer.clone(),
+                    }
                 }
             };
             let left = t.items() - head.answered;
@@ -583,10 +705,10 @@ impl Manager {
     /// are refused. Nothing waits forever on a pool that is gone.
     fn abandon(&mut self, err: impl Fn() -> Error) {
         for slot in self.slots.iter().flatten() {
-            let _ = slot.tracked.child.signal(9);
+            slot.kill();
         }
         for slot in self.slots.iter_mut().filter_map(Option::take) {
-            reap(&slot.tracked);
+            slot.reap();
             for fl in slot.inflight {
                 fl.task.fail_from(fl.answered, |_| err());
             }
@@ -602,11 +724,14 @@ impl Manager {
     }
 
     fn shutdown(&mut self) {
-        // Closing the sockets makes every worker exit; then reap them.
+        // Closing the sockets makes every worker exit (an attached one goes back to its
+        // transport); then reap our children.
         let slots: Vec<Slot> = self.slots.iter_mut().filter_map(Option::take).collect();
-        let tracked: Vec<Arc<Tracked>> = slots.into_iter().map(|s| s.tracked).collect();
-        for t in &tracked {
-            reap(t);
+        let peers: Vec<Peer> = slots.into_iter().map(|s| s.peer).collect();
+        for p in &peers {
+            if let Peer::Child(t) = p {
+                reap(t);
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use global::ParMap;
+pub(crate) use manager::Attached;
 pub use results::{AsyncResult, MapResult};
 
 use crate::error::Error;
@@ -77,9 +78,43 @@ pub struct PoolBuilder {
     max_memory: Option<u64>,
     depth: Option<usize>,
     progress: bool,
+    mpi: bool,
 }
 
 impl PoolBuilder {
+    /// Runs the pool's tasks on the other ranks of the MPI job this program was started in
+    /// (`mpirun -n N ./app`, `srun`): rank 0 runs `main`, ranks 1..N-1 serve this pool.
+    /// No local worker is started unless [`processes`](Self::processes) asks for some too.
+    ///
+    /// Under mpirun the default pool (`par_map`) is already this pool. The ranks serve one
+    /// pool at a time: `build` fails while another pool (the default one, once used) holds
+    /// them. It fails too, saying why, when the program was not started by an MPI launcher,
+    /// when the job has a single rank, or when mp was built without its `mpi` feature.
+    ///
+    /// A rank that dies (segfault, abort, kill) makes MPI abort the whole job: that is
+    /// MPI's contract, unlike a local pool, which replaces the worker. A panic in a task is
+    /// only an `Error::Panic` for that item. At `task_timeout` the item fails and that rank
+    /// leaves the pool (it cannot be killed without ending the job); when no rank is left,
+    /// tasks fail with `Error::Disconnected` instead of waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[mp::worker]
+    /// fn square(x: i32) -> i32 { x * x }
+    ///
+    /// mp::init();
+    /// match mp::Pool::builder().mpi().build() {
+    ///     Ok(pool) => assert_eq!(pool.map(square, 0..4).unwrap(), vec![0, 1, 4, 9]),
+    ///     // Not started by mpirun (or built without the `mpi` feature): a clear error.
+    ///     Err(e) => assert!(e.to_string().contains("MPI"), "{e}"),
+    /// }
+    /// ```
+    pub fn mpi(mut self) -> Self {
+        self.mpi = true;
+        self
+    }
+
     /// Shows a progress bar on stderr for every `map`/`imap` of this pool (hidden when stderr
     /// is not a terminal). Needs the `progress` feature.
     #[cfg(feature = "progress")]
@@ -137,9 +172,11 @@ impl PoolBuilder {
         self
     }
 
-    fn config(&self) -> Result<Config, Error> {
+    fn config(&self, attached: usize) -> Result<Config, Error> {
         let processes = match self.processes {
             Some(n) => n,
+            // An MPI pool's workers are the ranks.
+            None if self.mpi => 0,
             None => std::env::var("MP_PROCESSES")
                 .ok()
                 .map(|v| {
@@ -150,7 +187,7 @@ impl PoolBuilder {
                 .transpose()?
                 .unwrap_or_else(crate::cpu_count),
         };
-        if processes == 0 {
+        if processes == 0 && attached == 0 {
             return Err(Error::invalid("a pool needs at least 1 process (processes(0) was given)"));
         }
         if self.maxtasksperchild == Some(0) {
@@ -174,6 +211,7 @@ impl PoolBuilder {
         };
         Ok(Config {
             processes,
+            attached,
             maxtasksperchild: self.maxtasksperchild,
             task_timeout: self.task_timeout,
             initializer,
@@ -185,7 +223,13 @@ impl PoolBuilder {
 
     /// Starts the workers.
     pub fn build(self) -> Result<Pool, Error> {
-        Pool::start(self.config()?)
+        if self.mpi {
+            // Check the options before taking the ranks.
+            self.config(1)?;
+            let attached = crate::mpi::attach_ranks()?;
+            return Pool::start(self.config(attached.len())?, attached);
+        }
+        Pool::start(self.config(0)?, Vec::new())
     }
 
     /// Builds the pool behind `par_map` and friends. An error if it already exists (it is
@@ -233,7 +277,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("processes", &self.shared.config.processes).finish_non_exhaustive()
+        f.debug_struct("Pool").field("processes", &self.processes()).finish_non_exhaustive()
     }
 }
 
@@ -253,11 +297,15 @@ impl Pool {
         PoolBuilder::default()
     }
 
-    fn start(config: Config) -> Result<Pool, Error> {
+    fn start(config: Config, attached: Vec<Attached>) -> Result<Pool, Error> {
         let wake = sys::eventfd().map_err(|e| Error::io("creating the pool's wake-up eventfd", e))?;
-        let mut slots = Vec::with_capacity(config.processes);
+        let mut slots = Vec::with_capacity(config.processes + attached.len());
         for _ in 0..config.processes {
             slots.push(manager::spawn_worker(&config)?);
+        }
+        // After the children: the manager replaces only the first `processes` slots.
+        for a in attached {
+            slots.push(manager::attach_worker(&config, a)?);
         }
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Inbox::default()),
@@ -273,9 +321,9 @@ impl Pool {
         Ok(Pool { shared, manager: Mutex::new(Some(handle)) })
     }
 
-    /// The number of worker processes.
+    /// The number of worker processes (for an MPI pool, the ranks serving it).
     pub fn processes(&self) -> usize {
-        self.shared.config.processes
+        self.shared.config.processes + self.shared.config.attached
     }
 
     /// Counters: tasks done and failed, workers respawned, busy time per worker.

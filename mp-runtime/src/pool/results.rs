@@ -260,7 +260,9 @@ fn strip_index(e: Error) -> Error {
         Error::Panic { worker, message, location, backtrace, .. } => {
             Error::Panic { worker, message, location, backtrace, index: None }
         }
-        Error::WorkerDied { worker, pid, exit, .. } => Error::WorkerDied { worker, pid, exit, index: None },
+        Error::WorkerDied { worker, pid, exit, peer, .. } => {
+            Error::WorkerDied { worker, pid, exit, index: None, peer }
+        }
         other => other,
     }
 }

@@ -22,6 +22,9 @@ use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 
 pub mod shm;
 
+#[cfg(feature = "mpi")]
+pub mod mpi;
+
 pub use rustix::process::WaitStatus;
 
 /// The most descriptors one frame may carry (the kernel's SCM_MAX_FD is 253).

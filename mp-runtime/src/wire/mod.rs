@@ -38,7 +38,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    fn from_u8(b: u8) -> Option<Kind> {
+    pub(crate) fn from_u8(b: u8) -> Option<Kind> {
         Some(match b {
             1 => Kind::Setup,
             2 => Kind::Task,
