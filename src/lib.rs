@@ -43,6 +43,7 @@
 pub mod prelude;
 
 pub use mp_macros::{main, test, worker};
+pub use mp_runtime::serve_worker;
 pub use mp_runtime::{
     Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
 };
@@ -57,7 +58,6 @@ pub use mp_runtime::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, RLock, RLockGuard, Semaphore, SemaphoreGuard,
 };
 pub use mp_runtime::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
-pub use mp_runtime::serve_worker;
 pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};
 
 #[doc(hidden)]

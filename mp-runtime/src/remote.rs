@@ -15,10 +15,12 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::connection::Connection;
 use crate::error::Error;
 use crate::listener::{Address, Client, IntoAddress};
 use crate::spawn::{self, Child};
 use crate::sys;
+use crate::wire::FrameReader;
 
 /// `host:port` (or a Unix socket path) of the pool to serve.
 pub(crate) const ENV_CONNECT: &str = "MP_CONNECT";
@@ -44,7 +46,9 @@ pub(crate) fn serve_from_env() {
     };
     let addr = addr.to_string_lossy().into_owned();
     let Some(key) = std::env::var_os(ENV_AUTHKEY) else {
-        eprintln!("mp: {ENV_CONNECT} is set but {ENV_AUTHKEY} is not: a worker host needs the pool's authkey");
+        eprintln!(
+            "mp: {ENV_CONNECT} is set but {ENV_AUTHKEY} is not: a worker host needs the pool's authkey"
+        );
         sys::exit(2);
     };
     let processes = match std::env::var(ENV_WORKERS) {
@@ -65,6 +69,14 @@ pub(crate) fn serve_from_env() {
             sys::exit(1)
         }
     }
+}
+
+/// What a worker host says first on each connection, after the handshake: who the worker
+/// child on it is, for the pool's errors and stats.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub(crate) struct Hello {
+    pub pid: u32,
+    pub host: String,
 }
 
 /// One worker child and a watch on its connection.
@@ -91,7 +103,11 @@ struct Seat {
 /// mp::serve_worker("pool-host:50000", b"secret", 8)?;
 /// # Ok(()) }
 /// ```
-pub fn serve_worker(addr: impl IntoAddress, authkey: impl AsRef<[u8]>, processes: usize) -> Result<(), Error> {
+pub fn serve_worker(
+    addr: impl IntoAddress,
+    authkey: impl AsRef<[u8]>,
+    processes: usize,
+) -> Result<(), Error> {
     if processes == 0 {
         return Err(Error::invalid("serve_worker needs at least one worker process"));
     }
@@ -132,7 +148,8 @@ pub fn serve_worker(addr: impl IntoAddress, authkey: impl AsRef<[u8]>, processes
         let seat = |i: usize| seats[i].as_ref().expect("live seat");
         let exits: Vec<_> = live.iter().map(|&i| seat(i).child.pidfd()).collect();
         let watches: Vec<_> = live.iter().map(|&i| seat(i).watch.as_fd()).collect();
-        let wait = if waiting_for_pool || live.len() < seats.len() { RETRY_EVERY } else { Duration::from_secs(1) };
+        let wait =
+            if waiting_for_pool || live.len() < seats.len() { RETRY_EVERY } else { Duration::from_secs(1) };
         let (exited, hung_up) = sys::wait_exit_or_hangup(&exits, &watches, wait)
             .map_err(|e| Error::io("watching the worker children", e))?;
         for (k, &i) in live.iter().enumerate() {
@@ -145,12 +162,21 @@ pub fn serve_worker(addr: impl IntoAddress, authkey: impl AsRef<[u8]>, processes
     }
 }
 
-/// Connects, authenticates, and starts a child on the connection.
+/// Connects, authenticates, starts a child on the connection and introduces it. The child
+/// waits for its `Setup` from the pool and writes nothing before, so the `Hello` written
+/// here cannot interleave with it.
 fn take_seat(addr: &Address, key: &[u8]) -> Result<Seat, Error> {
-    let sock = Client::connect_timeout::<()>(addr, key, CONNECT_TIMEOUT)?.into_fd()?;
-    let watch = sock.try_clone().map_err(|e| Error::io("dup of a worker connection", e))?;
-    let child = spawn::spawn_child_on(sock)?;
-    Ok(Seat { child, watch })
+    let conn = Client::connect_timeout::<Hello>(addr, key, CONNECT_TIMEOUT)?;
+    let sock = conn.into_fd()?;
+    let theirs = sock.try_clone().map_err(|e| Error::io("dup of a worker connection", e))?;
+    let child = spawn::spawn_child_on(theirs)?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    let conn = Connection::<Hello>::from_handshake(sock, FrameReader::new(), true, None);
+    if let Err(e) = conn.send(Hello { pid: child.pid, host }) {
+        child.kill_and_reap();
+        return Err(e.error);
+    }
+    Ok(Seat { child, watch: conn.into_fd()? })
 }
 
 fn is_refused(e: &Error) -> bool {

@@ -134,6 +134,8 @@ impl Task {
 /// What the API side and the manager share.
 pub(crate) struct Shared {
     pub inbox: Mutex<Inbox>,
+    /// Remote workers that connected so far (a listening pool).
+    pub remote_workers: AtomicU64,
     pub wake: OwnedFd,
     pub stats: Mutex<PoolStats>,
     pub config: Config,
@@ -142,6 +144,11 @@ pub(crate) struct Shared {
 #[derive(Default)]
 pub(crate) struct Inbox {
     pub tasks: VecDeque<Task>,
+    /// Workers that connected to a listening pool, for the manager to take in.
+    pub attach: Vec<Attached>,
+    /// The pool listens for remote workers: it waits for one rather than failing tasks
+    /// when it has none.
+    pub listening: bool,
     pub closed: bool,
     pub terminate: bool,
 }
@@ -300,6 +307,8 @@ pub(crate) struct Manager {
     init_failure: Option<(String, Failure)>,
     /// Moving average of how long a task takes, as seen from here.
     avg_task: Duration,
+    /// Remote workers may still connect (see `Inbox::listening`).
+    listening: bool,
 }
 
 const SHORT_TASK: Duration = Duration::from_micros(200);
@@ -319,16 +328,19 @@ impl Manager {
             next_id: 1,
             init_failure: None,
             avg_task: Duration::from_millis(1),
+            listening: false,
         }
     }
 
     pub fn run(mut self) {
         loop {
-            let (closed, terminate) = {
+            let (closed, terminate, attach) = {
                 let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
                 self.pending.extend(inbox.tasks.drain(..));
-                (inbox.closed, inbox.terminate)
+                self.listening = inbox.listening;
+                (inbox.closed, inbox.terminate, std::mem::take(&mut inbox.attach))
             };
+            self.take_in(attach);
             if terminate {
                 self.terminate();
                 return;
@@ -351,10 +363,34 @@ impl Manager {
         }
     }
 
+    /// Adds workers that connected to a listening pool; forgets the slots of attached
+    /// workers that are gone.
+    fn take_in(&mut self, attach: Vec<Attached>) {
+        let local = self.shared.config.processes.min(self.slots.len());
+        let mut i = 0;
+        self.slots.retain(|s| {
+            let keep = i < local || s.is_some();
+            i += 1;
+            keep
+        });
+        for a in attach {
+            match attach_worker(&self.shared.config, a) {
+                Ok(slot) => {
+                    let pid = slot.pid();
+                    self.slots.push(Some(slot));
+                    self.stats(|st| st.workers.push(WorkerStats { pid, ..Default::default() }));
+                }
+                // The worker's connection is dropped; its host starts another.
+                Err(e) => eprintln!("mp: a remote worker could not be set up: {e}"),
+            }
+        }
+    }
+
     /// A pool whose workers are all attached and all gone can never run anything: answer
-    /// its tasks now rather than let callers wait forever.
+    /// its tasks now rather than let callers wait forever (a listening pool waits for the
+    /// next worker to connect instead).
     fn fail_if_no_worker(&mut self) {
-        if self.shared.config.processes > 0 || self.slots.iter().any(Option::is_some) {
+        if self.listening || self.shared.config.processes > 0 || self.slots.iter().any(Option::is_some) {
             return;
         }
         for t in self.pending.drain(..) {
@@ -402,6 +438,9 @@ impl Manager {
         // hidden; long tasks: little, so work spreads evenly.
         let depth = self.shared.config.depth.unwrap_or(if self.avg_task < SHORT_TASK { 8 } else { 2 });
         let max = self.shared.config.maxtasksperchild;
+        let has_children = self.shared.config.processes > 0;
+        // Tasks whose arguments carry descriptors, kept for a local child.
+        let mut local_only: Vec<Task> = Vec::new();
         for slot in self.slots.iter_mut().flatten() {
             while slot.inflight.len() < depth && !slot.retiring {
                 if let Some(m) = max
@@ -410,8 +449,25 @@ impl Manager {
                     break;
                 }
                 let Some(task) = self.pending.pop_front() else {
-                    return;
+                    break;
                 };
+                if !task.fds.is_empty() && matches!(slot.peer, Peer::Attached { .. }) {
+                    // Descriptors cannot cross a network (or MPI): only a child can take it.
+                    if has_children {
+                        local_only.push(task);
+                    } else {
+                        task.fail_from(0, |_| Error::Codec {
+                            type_name: task.worker.to_string(),
+                            direction: crate::error::CodecDirection::Encode,
+                            message: "its arguments hold an OS handle (a Lock, Value, Queue, \
+                                      Connection or SharedMemory), which cannot reach a worker \
+                                      on another host; share state through a Manager \
+                                      (mp::Manager) instead, or give the pool local processes"
+                                .into(),
+                        });
+                    }
+                    continue;
+                }
                 let id = self.next_id;
                 self.next_id += 1;
                 match task.frame(id) {
@@ -428,6 +484,9 @@ impl Manager {
                     }
                 }
             }
+        }
+        for t in local_only.into_iter().rev() {
+            self.pending.push_front(t);
         }
     }
 

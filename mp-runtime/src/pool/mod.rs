@@ -5,12 +5,14 @@
 //! caller's thread.
 
 mod global;
+mod listen;
 mod manager;
 mod progress;
 mod results;
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,9 +22,11 @@ pub(crate) use manager::Attached;
 pub use results::{AsyncResult, MapResult};
 
 use crate::error::Error;
+use crate::listener::{Address, IntoAddress};
 use crate::registry::Worker;
 use crate::sys;
 use crate::wire::codec;
+use listen::Listening;
 use manager::{Config, Inbox, Manager, Shared, Task};
 use results::{Collector, Delivery};
 
@@ -79,6 +83,21 @@ pub struct PoolBuilder {
     depth: Option<usize>,
     progress: bool,
     mpi: bool,
+    listen: Option<ListenOn>,
+}
+
+/// Where a pool listens for worker hosts, and the key they must hold.
+#[derive(Clone)]
+struct ListenOn {
+    addr: Result<Address, String>,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ListenOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ListenOn").field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 impl PoolBuilder {
@@ -112,6 +131,41 @@ impl PoolBuilder {
     /// ```
     pub fn mpi(mut self) -> Self {
         self.mpi = true;
+        self
+    }
+
+    /// Also runs tasks on *worker hosts*: the same binary started on other machines with
+    /// `MP_CONNECT=<this address> MP_AUTHKEY=<authkey> ./app` (or calling
+    /// [`serve_worker`](crate::serve_worker)) connects here, authenticates (HMAC-SHA256 both
+    /// ways, see [`Listener`](crate::Listener)), and serves this pool with its `MP_WORKERS` (default: its CPU
+    /// count) worker processes, next to the local ones ([`processes`](Self::processes); 0 for
+    /// remote workers only). `addr` is `"host:port"` (port 0 picks one: see
+    /// [`Pool::address`]) or a Unix socket path; a TCP listener always needs a key.
+    ///
+    /// A remote worker that dies or disconnects is handled like a local one that crashes:
+    /// the item it was running fails with `Error::WorkerDied` (naming the host and pid), the
+    /// rest of its tasks go back to the queue for the other workers, and its host starts a
+    /// fresh worker. At `task_timeout` the connection is dropped and the host kills the
+    /// worker. Arguments holding OS handles (a `Lock`, `Queue`, `Connection`...) cannot
+    /// reach another host: such tasks run on local workers, or fail with `Error::Codec`
+    /// naming the Manager alternative when there are none. A pool with only remote workers
+    /// and none connected waits for one: see [`Pool::wait_for_workers`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), mp::Error> {
+    /// mp::init();
+    /// let pool = mp::Pool::builder().processes(1).listen("127.0.0.1:0", b"secret").build()?;
+    /// let addr = pool.address().expect("a listening pool has an address");
+    /// assert!(addr.to_string().starts_with("127.0.0.1:"));
+    /// # Ok(()) }
+    /// ```
+    pub fn listen(mut self, addr: impl IntoAddress, authkey: impl AsRef<[u8]>) -> Self {
+        self.listen = Some(ListenOn {
+            addr: addr.into_address().map_err(|e| e.to_string()),
+            key: authkey.as_ref().to_vec(),
+        });
         self
     }
 
@@ -187,7 +241,7 @@ impl PoolBuilder {
                 .transpose()?
                 .unwrap_or_else(crate::cpu_count),
         };
-        if processes == 0 && attached == 0 {
+        if processes == 0 && attached == 0 && self.listen.is_none() {
             return Err(Error::invalid("a pool needs at least 1 process (processes(0) was given)"));
         }
         if self.maxtasksperchild == Some(0) {
@@ -227,9 +281,14 @@ impl PoolBuilder {
             // Check the options before taking the ranks.
             self.config(1)?;
             let attached = crate::mpi::attach_ranks()?;
-            return Pool::start(self.config(attached.len())?, attached);
+            return Pool::start(self.config(attached.len())?, attached, None);
         }
-        Pool::start(self.config(0)?, Vec::new())
+        let listen = match &self.listen {
+            None => None,
+            Some(ListenOn { addr: Err(e), .. }) => return Err(Error::invalid(format!("Pool::listen: {e}"))),
+            Some(ListenOn { addr: Ok(a), key }) => Some((a.clone(), key.clone())),
+        };
+        Pool::start(self.config(0)?, Vec::new(), listen)
     }
 
     /// Builds the pool behind `par_map` and friends. An error if it already exists (it is
@@ -273,6 +332,7 @@ impl PoolBuilder {
 pub struct Pool {
     shared: Arc<Shared>,
     manager: Mutex<Option<JoinHandle<()>>>,
+    listening: Option<Listening>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -297,7 +357,11 @@ impl Pool {
         PoolBuilder::default()
     }
 
-    fn start(config: Config, attached: Vec<Attached>) -> Result<Pool, Error> {
+    fn start(
+        config: Config,
+        attached: Vec<Attached>,
+        listen: Option<(Address, Vec<u8>)>,
+    ) -> Result<Pool, Error> {
         let wake = sys::eventfd().map_err(|e| Error::io("creating the pool's wake-up eventfd", e))?;
         let mut slots = Vec::with_capacity(config.processes + attached.len());
         for _ in 0..config.processes {
@@ -308,7 +372,8 @@ impl Pool {
             slots.push(manager::attach_worker(&config, a)?);
         }
         let shared = Arc::new(Shared {
-            inbox: Mutex::new(Inbox::default()),
+            inbox: Mutex::new(Inbox { listening: listen.is_some(), ..Inbox::default() }),
+            remote_workers: AtomicU64::new(0),
             wake,
             stats: Mutex::new(PoolStats::default()),
             config,
@@ -318,12 +383,57 @@ impl Pool {
             .name("mp-pool".into())
             .spawn(move || m.run())
             .map_err(|e| Error::io("starting the pool's manager thread", e))?;
-        Ok(Pool { shared, manager: Mutex::new(Some(handle)) })
+        let mut pool = Pool { shared, manager: Mutex::new(Some(handle)), listening: None };
+        if let Some((addr, key)) = listen {
+            // On error, dropping `pool` terminates its workers.
+            pool.listening = Some(Listening::start(addr, key, pool.shared.clone())?);
+        }
+        Ok(pool)
+    }
+
+    /// The address a [`listen`](PoolBuilder::listen)ing pool accepts worker hosts on (with
+    /// the real port when port 0 was asked for); `None` for other pools.
+    pub fn address(&self) -> Option<&Address> {
+        self.listening.as_ref().map(|l| &l.address)
+    }
+
+    /// Waits until `n` remote workers have connected to this listening pool since it
+    /// started (replacements count too): `Error::Timeout` after `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> Result<(), mp::Error> {
+    /// mp::init();
+    /// let pool = mp::Pool::builder().processes(1).listen("127.0.0.1:0", b"k").build()?;
+    /// // Nobody was started with MP_CONNECT: no worker host comes.
+    /// assert!(pool.wait_for_workers(1, Duration::from_millis(50)).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for_workers(&self, n: u64, timeout: Duration) -> Result<(), Error> {
+        let end = Instant::now() + timeout;
+        while self.shared.remote_workers.load(Ordering::Relaxed) < n {
+            if Instant::now() >= end {
+                return Err(Error::Timeout {
+                    what: format!("waiting for {n} remote workers to connect"),
+                    after: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
     }
 
     /// The number of worker processes (for an MPI pool, the ranks serving it).
     pub fn processes(&self) -> usize {
         self.shared.config.processes + self.shared.config.attached
+    }
+
+    /// Workers to spread a map over: the live ones (remote workers come and go), at least 1.
+    fn workers_now(&self) -> usize {
+        let live = self.shared.stats.lock().unwrap_or_else(|p| p.into_inner()).workers.len();
+        live.max(self.processes()).max(1)
     }
 
     /// Counters: tasks done and failed, workers respawned, busy time per worker.
@@ -419,7 +529,7 @@ impl Pool {
         total: usize,
         chunksize: Option<usize>,
     ) -> Result<MapResult<W::Output>, Error> {
-        let chunksize = chunksize.unwrap_or_else(|| auto_chunksize(total, self.processes()));
+        let chunksize = chunksize.unwrap_or_else(|| auto_chunksize(total, self.workers_now()));
         let collector = Collector::new(true);
         let mut tasks = Vec::new();
         let mut first = 0;
@@ -496,7 +606,7 @@ impl Pool {
         let (lo, hi) = items.size_hint();
         let (chunksize, fixed) = match (chunksize, hi) {
             (Some(c), _) => (c, true),
-            (None, Some(h)) if h == lo => (auto_chunksize(h, self.processes()), true),
+            (None, Some(h)) if h == lo => (auto_chunksize(h, self.workers_now()), true),
             (None, _) => (1, false),
         };
         let mut it = IMap {
@@ -550,6 +660,9 @@ impl Pool {
         let handle = self.manager.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
+        }
+        if let Some(l) = &self.listening {
+            l.join();
         }
     }
 }
