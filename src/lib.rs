@@ -42,7 +42,7 @@
 
 pub mod prelude;
 
-pub use mp_macros::{main, test, worker};
+pub use mp_macros::{main, managed, test, worker};
 pub use mp_runtime::{Array, ArrayGuard, ArrayInit, RawArray, SharedMemory};
 pub use mp_runtime::{
     AsyncResult, CodecDirection, Connection, Error, Exit, IMap, MapResult, Pipe, Pool, PoolBuilder,
@@ -52,6 +52,10 @@ pub use mp_runtime::{
 };
 pub use mp_runtime::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, RLock, RLockGuard, Semaphore, SemaphoreGuard,
+};
+pub use mp_runtime::{
+    DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
+    NamespaceProxy, QueueProxy, ValueProxy,
 };
 pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};
 

@@ -7,6 +7,7 @@
 mod bootstrap;
 mod connection;
 mod error;
+mod managers;
 mod pool;
 mod process;
 mod registry;
@@ -19,6 +20,10 @@ mod wire;
 pub use bootstrap::{init, try_init};
 pub use connection::{Connection, Pipe, SendError};
 pub use error::{CodecDirection, Error, Exit, Result};
+pub use managers::{
+    DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
+    NamespaceProxy, QueueProxy, ValueProxy,
+};
 pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
 pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use registry::{Transferable, Worker, registered_workers};
@@ -34,6 +39,8 @@ pub use wire::{max_frame_size, set_max_frame_size};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bootstrap::test_init;
+    pub use crate::managers::managed::{ManagedEntry, MethodFn, call_method, create_value};
+    pub use crate::managers::proxy::RawProxy;
     pub use crate::process::cleanup_children;
     pub use crate::registry::{DispatchFn, WorkerEntry, dispatch};
     pub use inventory;
