@@ -31,7 +31,7 @@ use crate::wire::codec;
 ///
 /// assert_eq!(<Tally as mp::Managed>::NAME, concat!(module_path!(), "::Tally"));
 /// ```
-pub trait Managed: Serialize + DeserializeOwned + Send + 'static {
+pub trait Managed: Send + 'static {
     /// The generated proxy (`TypeProxy`): the type's public methods, each returning `Result`.
     type Proxy;
     /// `module_path!()::Type`, or the `name = "…"` given to the attribute.

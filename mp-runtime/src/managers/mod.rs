@@ -339,7 +339,7 @@ impl Manager {
     /// assert_eq!(c.incr(5).unwrap(), 5);
     /// assert_eq!(c.get().unwrap(), 5);
     /// ```
-    pub fn create<T: Managed>(&self, value: T) -> Result<T::Proxy, Error> {
+    pub fn create<T: Managed + Serialize>(&self, value: T) -> Result<T::Proxy, Error> {
         self.create_raw(ObjKind::User(T::NAME), Some(&value)).map(T::__proxy)
     }
 
