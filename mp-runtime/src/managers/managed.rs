@@ -45,13 +45,17 @@ pub trait Managed: Send + 'static {
 #[doc(hidden)]
 pub type MethodFn = fn(obj: &mut (dyn Any + Send), args: &mut &[u8], out: &mut Vec<u8>) -> Result<(), Error>;
 
+/// Decodes a new value of a managed type.
+#[doc(hidden)]
+pub type CreateFn = fn(&[u8]) -> Result<Box<dyn Any + Send>, Error>;
+
 /// One `#[mp::managed]` type (created by the macro).
 #[doc(hidden)]
 pub struct ManagedEntry {
     pub name: &'static str,
     pub file: &'static str,
     pub line: u32,
-    pub create: fn(&[u8]) -> Result<Box<dyn Any + Send>, Error>,
+    pub create: CreateFn,
     pub methods: &'static [(&'static str, MethodFn)],
 }
 
