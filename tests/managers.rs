@@ -128,6 +128,21 @@ fn own_a_manager(report: Connection<(u32, String)>) {
     std::thread::sleep(Duration::from_secs(60));
 }
 
+#[mp::worker]
+fn hold_lock_until_killed(lock: LockProxy, ready: Connection<()>) {
+    let _g = lock.lock().unwrap();
+    ready.send(()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[mp::worker]
+fn is_set_or_error(ev: EventProxy) -> String {
+    match ev.is_set() {
+        Ok(set) => format!("answered {set}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[mp::test]
 fn smoke() {
     let mut m = Manager::new().unwrap();
@@ -360,4 +375,45 @@ fn dropping_the_manager_stops_it() {
     assert!(wait_gone(pid, Duration::from_secs(5)));
     assert!(matches!(q.put(1), Err(Error::Disconnected { .. })));
     assert!(matches!(Manager::builder().max_connections(0).start(), Err(Error::Invalid(_))));
+}
+
+#[mp::test]
+fn a_lock_held_by_a_dead_process_is_released() {
+    let m = Manager::new().unwrap();
+    let lock = m.lock().unwrap();
+    let (rx, tx) = Pipe::new::<()>().unwrap();
+    let mut p = Process::new(hold_lock_until_killed, (lock.clone(), tx));
+    p.start().unwrap();
+    rx.recv().unwrap();
+    assert!(lock.try_lock().unwrap().is_none());
+    p.kill().unwrap();
+    assert!(matches!(p.join(), Err(Error::WorkerDied { .. })));
+    let g =
+        lock.lock_timeout(Duration::from_secs(20)).expect("released when its holder's connections closed");
+    g.unlock().unwrap();
+}
+
+#[mp::test]
+fn a_blocking_get_does_not_hold_up_other_calls() {
+    let m = Manager::new().unwrap();
+    let q = m.queue::<u32>().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    let q2 = q.clone();
+    let waiter = std::thread::spawn(move || q2.get_timeout(Duration::from_secs(20)));
+    // Calls from this thread go on another connection while the waiter blocks.
+    for i in 0..50 {
+        d.insert(i, i).unwrap();
+    }
+    q.put(7).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), 7);
+    assert_eq!(d.len().unwrap(), 50);
+}
+
+#[mp::test]
+fn connections_over_the_limit_are_refused() {
+    let m = Manager::builder().max_connections(1).start().unwrap();
+    let ev = m.event().unwrap(); // this process's connection is now the only one allowed
+    let refused = spawn_all(is_set_or_error, [ev.clone()]).remove(0);
+    assert!(refused.contains("max_connections"), "{refused}");
+    assert!(!ev.is_set().unwrap(), "the connection in use still works");
 }

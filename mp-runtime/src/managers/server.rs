@@ -109,6 +109,9 @@ impl Server {
                     self.max_connections
                 );
                 log(format!("refused connection {n}: {msg}"));
+                // Read the client's Hello first: closing a socket with unread data resets it,
+                // and the client would see the reset instead of this reply.
+                let _ = conn.recv_bytes_timeout(Duration::from_millis(100));
                 let _ = conn.send_bytes(&error_reply(RemoteError::Invalid(msg)));
                 continue;
             }
