@@ -145,6 +145,10 @@ fn is_set_or_error(ev: EventProxy) -> String {
 
 #[mp::test]
 fn smoke() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Manager>();
+    send_sync::<DictProxy<String, Vec<u8>>>();
+    send_sync::<CounterProxy>();
     let mut m = Manager::new().unwrap();
     let pid = m.pid().unwrap();
     let dir = m.address().parent().unwrap().to_path_buf();
@@ -416,4 +420,40 @@ fn connections_over_the_limit_are_refused() {
     let refused = spawn_all(is_set_or_error, [ev.clone()]).remove(0);
     assert!(refused.contains("max_connections"), "{refused}");
     assert!(!ev.is_set().unwrap(), "the connection in use still works");
+}
+
+#[mp::test]
+fn objects_are_freed_when_nothing_holds_them() {
+    let m = Manager::new().unwrap();
+    let gone = |json: &str| {
+        let p: ListProxy<u8> = serde_json::from_str(json).unwrap();
+        matches!(p.len(), Err(Error::Invalid(msg)) if msg.contains("no longer exists"))
+    };
+    // A copy made outside mp holds no reference until its first call.
+    let l = m.list::<u8>().unwrap();
+    let json = serde_json::to_string(&l).unwrap();
+    let clone = l.clone();
+    drop(l);
+    assert_eq!(clone.len().unwrap(), 0, "a clone shares the reference");
+    drop(clone);
+    assert!(gone(&json));
+
+    // Stored in a dict: the entry holds it; removed and dropped: freed.
+    let d = m.dict::<String, ListProxy<u8>>().unwrap();
+    let l = m.list::<u8>().unwrap();
+    let json = serde_json::to_string(&l).unwrap();
+    d.insert("l".into(), l).unwrap();
+    assert!(!gone(&json));
+    let out = d.remove("l").unwrap().unwrap();
+    assert_eq!(out.len().unwrap(), 0);
+    drop(out);
+    assert!(gone(&json));
+
+    // Freeing a container frees what it held.
+    let inner = m.list::<u8>().unwrap();
+    let json = serde_json::to_string(&inner).unwrap();
+    let outer = m.list::<ListProxy<u8>>().unwrap();
+    outer.push(inner).unwrap();
+    drop(outer);
+    assert!(gone(&json));
 }

@@ -243,22 +243,25 @@ impl Server {
                 }
             };
         }
-        let obj = if req.acquire {
+        let obj = self.get(req.obj)?;
+        if req.acquire {
             self.session_acquire(session, &[req.obj])?;
-            self.get(req.obj)?
-        } else {
-            self.get(req.obj)?
-        };
-        self.incref_all(&incoming)?;
-        let mut ctx = Ctx::new(self, session, req.obj, &req.refs, blobs, payload);
-        let r = objects::apply(&obj, &req.op, &mut ctx);
-        let (dropped, acquired, timed_out) = ctx.finish();
-        if r.is_err() {
-            self.decref_all(incoming);
         }
-        self.decref_all(dropped);
-        r?;
-        Ok((if timed_out { Status::TimedOut } else { Status::Ok }, acquired))
+        let r = self.incref_all(&incoming).and_then(|()| {
+            let mut ctx = Ctx::new(self, session, req.obj, &req.refs, blobs, payload);
+            let r = objects::apply(&obj, &req.op, &mut ctx);
+            let (dropped, acquired, timed_out) = ctx.finish();
+            if r.is_err() {
+                self.decref_all(incoming);
+            }
+            self.decref_all(dropped);
+            r.map(|()| (if timed_out { Status::TimedOut } else { Status::Ok }, acquired))
+        });
+        // The proxy counts its reference as taken only on success: give it back otherwise.
+        if r.is_err() && req.acquire {
+            self.release(session, req.obj, 1);
+        }
+        r
     }
 
     fn get(&self, id: u64) -> Result<Arc<Object>, RemoteError> {
