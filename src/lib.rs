@@ -2,8 +2,9 @@
 //!
 //! Mark a plain function `#[mp::worker]` and it can run in another process: a fresh copy of
 //! your own executable, started on the fast `posix_spawn` path, that finds the function by
-//! name. Around that, mp gives you Python's vocabulary — [`Process`], [`Pipe`] and
-//! [`Connection`] — with Rust types and errors you can match on.
+//! name. Around that, mp gives you Python's vocabulary — [`Process`], [`Pool`], [`Pipe`] and
+//! [`Connection`], shared memory and locks, a [`Manager`] — with Rust types and errors you can
+//! match on.
 //!
 //! Processes instead of threads buy you **isolation** (a segfault, abort or leak in a worker,
 //! often in C code behind FFI, costs one task, not the program), **hard limits** (a process

@@ -117,8 +117,10 @@ impl Client {
             None => self.connect()?,
         };
         let r = self.round_trip(&conn, request);
-        // A connection that failed may be out of step: only healthy ones go back.
-        if !matches!(r, Err(Error::Disconnected { .. } | Error::Io { .. } | Error::Protocol(_))) {
+        // Only a dead connection is dropped (the frame reader skips an oversized reply and
+        // stays in step). Dropping live ones could close this process's last connection, and
+        // with it the session that holds its proxies' references.
+        if !matches!(r, Err(Error::Disconnected { .. } | Error::Io { .. })) {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < MAX_IDLE {
                 idle.push(conn);
