@@ -449,6 +449,14 @@ fn objects_are_freed_when_nothing_holds_them() {
     drop(out);
     assert!(gone(&json));
 
+    // A proxy used only as a lookup key is not kept.
+    let keyed = m.dict::<ListProxy<u8>, u8>().unwrap();
+    let l = m.list::<u8>().unwrap();
+    let json = serde_json::to_string(&l).unwrap();
+    assert!(!keyed.contains_key(&l).unwrap());
+    drop(l);
+    assert!(gone(&json));
+
     // Freeing a container frees what it held.
     let inner = m.list::<u8>().unwrap();
     let json = serde_json::to_string(&inner).unwrap();

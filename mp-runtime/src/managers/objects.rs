@@ -83,6 +83,8 @@ pub(crate) struct Ctx<'a> {
     dropped: Vec<u64>,
     /// References taken for the caller on proxies inside the result.
     acquired: Vec<u64>,
+    /// Blobs made into stored values: the references of the others are dropped afterwards.
+    stored: Vec<usize>,
     timed_out: bool,
 }
 
@@ -104,12 +106,19 @@ impl<'a> Ctx<'a> {
             out,
             dropped: Vec::new(),
             acquired: Vec::new(),
+            stored: Vec::new(),
             timed_out: false,
         }
     }
 
-    /// (references to drop, references acquired for the caller, timed out).
-    pub fn finish(self) -> (Vec<u64>, Vec<u64>, bool) {
+    /// (references to drop, references acquired for the caller, timed out). After a
+    /// successful operation, the references of blobs that were not stored (a key looked up,
+    /// a method's arguments) are dropped too.
+    pub fn finish(mut self, ok: bool) -> (Vec<u64>, Vec<u64>, bool) {
+        if ok {
+            let unstored = self.refs.iter().filter(|r| !self.stored.contains(&(r.0 as usize))).map(|r| r.1);
+            self.dropped.extend(unstored);
+        }
         (self.dropped, self.acquired, self.timed_out)
     }
 
@@ -118,8 +127,10 @@ impl<'a> Ctx<'a> {
         Ok(self.blobs[i])
     }
 
-    fn slot(&self, i: usize) -> Result<Slot, RemoteError> {
+    /// Blob `i` as a value to store.
+    fn slot(&mut self, i: usize) -> Result<Slot, RemoteError> {
         need(&self.blobs, i + 1)?;
+        self.stored.push(i);
         Ok(slot_of(&self.blobs, self.refs, i))
     }
 
@@ -366,6 +377,7 @@ fn dict(m: &Mutex<HashMap<Vec<u8>, Slot>>, op: &Op<'_>, ctx: &mut Ctx<'_>) -> Re
             if ctx.blobs.len() % 2 != 0 {
                 return Err(RemoteError::Refused("update needs key/value pairs".into()));
             }
+            ctx.stored.extend(0..ctx.blobs.len());
             let pairs: Vec<(Vec<u8>, Slot)> = (0..ctx.blobs.len() / 2)
                 .map(|j| {
                     let mut s = slot_of(&ctx.blobs, ctx.refs, 2 * j + 1);
@@ -427,6 +439,7 @@ fn list(m: &Mutex<Vec<Slot>>, op: &Op<'_>, ctx: &mut Ctx<'_>) -> Result<(), Remo
             Ok(())
         }
         Op::ListExtend => {
+            ctx.stored.extend(0..ctx.blobs.len());
             let items: Vec<Slot> = (0..ctx.blobs.len()).map(|i| slot_of(&ctx.blobs, ctx.refs, i)).collect();
             lock(m).extend(items);
             Ok(())

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::objects::{self, Ctx, Object};
-use super::protocol::{self, Op, RemoteError, Reply, Request, Status};
+use super::protocol::{self, ObjKind, Op, RemoteError, Reply, Request, Status};
 use super::transport::{self, Conn};
 use crate::error::Error;
 use crate::wire::codec;
@@ -233,6 +233,10 @@ impl Server {
             self.incref_all(&incoming)?;
             return match objects::create(kind, &blobs, &req.refs) {
                 Ok(obj) => {
+                    if matches!(kind, ObjKind::User(_)) {
+                        // A user type's fields are opaque: its initial value stores no references.
+                        self.decref_all(incoming);
+                    }
                     let id = self.insert(session, obj);
                     codec::encode_into(&id, payload).map_err(RemoteError::from_error)?;
                     Ok((Status::Ok, Vec::new()))
@@ -250,7 +254,7 @@ impl Server {
         let r = self.incref_all(&incoming).and_then(|()| {
             let mut ctx = Ctx::new(self, session, req.obj, &req.refs, blobs, payload);
             let r = objects::apply(&obj, &req.op, &mut ctx);
-            let (dropped, acquired, timed_out) = ctx.finish();
+            let (dropped, acquired, timed_out) = ctx.finish(r.is_ok());
             if r.is_err() {
                 self.decref_all(incoming);
             }
