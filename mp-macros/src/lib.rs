@@ -49,7 +49,10 @@ pub fn worker(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `Result<R, mp::Error>` (a panic in the method is `Error::Panic`); `impl mp::Managed for
 /// Counter`; and a registration so the manager process can create the type and call exactly
 /// those methods by name. Private methods and associated functions are not exposed. The type
-/// must be `Serialize + DeserializeOwned + Send`; use one `#[mp::managed]` block per type.
+/// must be `Serialize + DeserializeOwned + Send`; use one `#[mp::managed]` block per type
+/// (two types registered under one name are reported by `mp::init()`, like workers). As for
+/// workers, a type defined in a library crate is registered only if the binary links that
+/// crate.
 ///
 /// Options: `name = "stable::name"` registers under another name; `crate = "path"` names
 /// the mp crate when it is renamed.

@@ -171,6 +171,7 @@ pub fn init() {
 /// ```
 pub fn try_init() -> Result<(), Error> {
     registry::check()?;
+    crate::managers::managed::check()?;
     wire::load_max_frame_from_env();
     if std::env::var_os(ENV_FD).is_some() {
         child_main();

@@ -61,13 +61,37 @@ pub struct ManagedEntry {
 
 inventory::collect!(ManagedEntry);
 
-fn table() -> &'static HashMap<&'static str, &'static ManagedEntry> {
-    static TABLE: OnceLock<HashMap<&'static str, &'static ManagedEntry>> = OnceLock::new();
-    TABLE.get_or_init(|| inventory::iter::<ManagedEntry>.into_iter().map(|e| (e.name, e)).collect())
+type Table = HashMap<&'static str, &'static ManagedEntry>;
+
+/// The name table, or every duplicate name with both locations.
+fn table() -> Result<&'static Table, Error> {
+    static TABLE: OnceLock<Result<Table, String>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            let mut map = Table::new();
+            let mut dups = Vec::new();
+            for e in inventory::iter::<ManagedEntry> {
+                if let Some(prev) = map.insert(e.name, e) {
+                    dups.push(format!(
+                        "two #[mp::managed] types are registered as `{}`: {}:{} and {}:{}; give \
+                         one of them #[mp::managed(name = \"…\")] (one #[mp::managed] impl per type)",
+                        e.name, prev.file, prev.line, e.file, e.line
+                    ));
+                }
+            }
+            if dups.is_empty() { Ok(map) } else { Err(dups.join("\n")) }
+        })
+        .as_ref()
+        .map_err(|e| Error::invalid(e.clone()))
+}
+
+/// Checked by `mp::init()`, next to the workers' names.
+pub(crate) fn check() -> Result<(), Error> {
+    table().map(|_| ())
 }
 
 fn entry(name: &str) -> Result<&'static ManagedEntry, Error> {
-    table().get(name).copied().ok_or_else(|| {
+    table()?.get(name).copied().ok_or_else(|| {
         Error::invalid(format!(
             "no #[mp::managed] type named `{name}` is registered in the manager's binary; only \
              registered types can be created"

@@ -366,6 +366,7 @@ impl Manager {
             tracked.child.kill_and_reap();
         }
         self.client.forget_connections();
+        proxy::forget_client(&self.address);
         match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(Error::io(format!("removing the manager's directory {}", self.dir.display()), e))

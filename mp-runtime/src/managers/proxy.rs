@@ -54,6 +54,11 @@ pub(crate) fn client(addr: &Path, authkey: &Arc<[u8]>) -> Arc<Client> {
     c
 }
 
+/// Drops this process's client of a manager that was shut down (its proxies keep theirs).
+pub(crate) fn forget_client(addr: &Path) {
+    CLIENTS.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.addr != addr);
+}
+
 /// A reply, its result still encoded.
 pub(crate) struct Answer {
     buf: Vec<u8>,
