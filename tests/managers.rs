@@ -128,6 +128,15 @@ fn own_a_manager(report: Connection<(u32, String)>) {
     std::thread::sleep(Duration::from_secs(60));
 }
 
+/// Starts a manager, leaks it (no drop, no shutdown) and returns: the process exits.
+#[mp::worker]
+fn leak_a_manager() -> (u32, String) {
+    let m = Manager::new().unwrap();
+    let out = (m.pid().unwrap(), m.address().display().to_string());
+    std::mem::forget(m);
+    out
+}
+
 #[mp::worker]
 fn hold_lock_until_killed(lock: LockProxy, ready: Connection<()>) {
     let _g = lock.lock().unwrap();
@@ -464,4 +473,16 @@ fn objects_are_freed_when_nothing_holds_them() {
     outer.push(inner).unwrap();
     drop(outer);
     assert!(gone(&json));
+}
+
+#[mp::test]
+fn a_leaked_manager_exits_with_its_owner() {
+    let mut p = Process::new(leak_a_manager, ());
+    p.start().unwrap();
+    // The owner's exit does not wait for its manager...
+    let (pid, address) = p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    // ...which notices the exit, removes its directory and exits.
+    assert!(wait_gone(pid, Duration::from_secs(10)));
+    assert!(!std::path::Path::new(&address).parent().unwrap().exists());
 }
