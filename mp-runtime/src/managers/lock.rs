@@ -32,6 +32,20 @@ typed_proxy!(LockProxy);
 
 /// Holds a [`LockProxy`]; dropping it releases the lock (use [`unlock`](Self::unlock) to
 /// see an error).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// mp::init();
+/// let manager = mp::Manager::new().unwrap();
+/// let lock = manager.lock().unwrap();
+/// {
+///     let _guard = lock.lock_timeout(Duration::from_secs(5)).unwrap();
+///     assert!(lock.is_locked().unwrap());
+/// } // released here
+/// assert!(!lock.is_locked().unwrap());
+/// ```
 #[must_use = "the lock is released when the guard is dropped"]
 #[derive(Debug)]
 pub struct LockProxyGuard<'a> {

@@ -247,7 +247,17 @@ impl Manager {
         ManagerBuilder { authkey: None, max_connections: DEFAULT_MAX_CONNECTIONS }
     }
 
-    /// The path of the server's socket.
+    /// The path of the server's socket, in a directory only this user can enter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// mp::init();
+    /// let manager = mp::Manager::new().unwrap();
+    /// let dir = manager.address().parent().unwrap();
+    /// assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700);
+    /// ```
     pub fn address(&self) -> &Path {
         &self.address
     }
@@ -258,6 +268,16 @@ impl Manager {
     }
 
     /// The server process's pid (`None` after shutdown).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// mp::init();
+    /// let mut manager = mp::Manager::new().unwrap();
+    /// assert!(manager.pid().is_some());
+    /// manager.shutdown().unwrap();
+    /// assert_eq!(manager.pid(), None);
+    /// ```
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.tracked.child.pid)
     }
