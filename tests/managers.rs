@@ -137,6 +137,12 @@ fn leak_a_manager() -> (u32, String) {
     out
 }
 
+/// Forwards a list proxy through a queue without using it.
+#[mp::worker]
+fn forward(l: ListProxy<String>, q: QueueProxy<ListProxy<String>>) {
+    q.put(l).unwrap();
+}
+
 #[mp::worker]
 fn hold_lock_until_killed(lock: LockProxy, ready: Connection<()>) {
     let _g = lock.lock().unwrap();
@@ -485,4 +491,17 @@ fn a_leaked_manager_exits_with_its_owner() {
     // ...which notices the exit, removes its directory and exits.
     assert!(wait_gone(pid, Duration::from_secs(10)));
     assert!(!std::path::Path::new(&address).parent().unwrap().exists());
+}
+
+#[mp::test]
+fn a_proxy_passed_through_a_queue_stays_live() {
+    let m = Manager::new().unwrap();
+    let q = m.queue::<ListProxy<String>>().unwrap();
+    let l = m.list::<String>().unwrap();
+    l.push("kept".into()).unwrap();
+    spawn_all(forward, [(l.clone(), q.clone())]);
+    // The queued item holds the list; the child that put it has exited.
+    drop(l);
+    let l = q.get_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(l.to_vec().unwrap(), ["kept"]);
 }
