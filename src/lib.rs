@@ -2,8 +2,9 @@
 //!
 //! Mark a plain function `#[mp::worker]` and it can run in another process: a fresh copy of
 //! your own executable, started on the fast `posix_spawn` path, that finds the function by
-//! name. Around that, mp gives you Python's vocabulary — [`Process`], [`Pipe`] and
-//! [`Connection`], [`Listener`] and [`Client`] — with Rust types and errors you can match on.
+//! name. Around that, mp gives you Python's vocabulary — [`Process`], [`Pool`], [`Pipe`] and
+//! [`Connection`], queues, shared memory and locks, a [`Manager`], [`Listener`] and
+//! [`Client`] — with Rust types and errors you can match on.
 //!
 //! Processes instead of threads buy you **isolation** (a segfault, abort or leak in a worker,
 //! often in C code behind FFI, costs one task, not the program), **hard limits** (a process
@@ -42,7 +43,7 @@
 
 pub mod prelude;
 
-pub use mp_macros::{main, test, worker};
+pub use mp_macros::{main, managed, test, worker};
 pub use mp_runtime::serve_worker;
 pub use mp_runtime::{
     Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
@@ -56,6 +57,10 @@ pub use mp_runtime::{
 };
 pub use mp_runtime::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, RLock, RLockGuard, Semaphore, SemaphoreGuard,
+};
+pub use mp_runtime::{
+    DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
+    NamespaceProxy, QueueProxy, ValueProxy,
 };
 pub use mp_runtime::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};

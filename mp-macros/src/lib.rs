@@ -3,6 +3,7 @@
 
 mod args;
 mod entry;
+mod managed;
 mod worker;
 
 use proc_macro::TokenStream;
@@ -25,6 +26,39 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn worker(attr: TokenStream, item: TokenStream) -> TokenStream {
     worker::expand(attr.into(), item.into()).into()
+}
+
+/// Makes a type holdable by an `mp::Manager`, with a typed proxy to call it from any process.
+///
+/// ```ignore
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// pub struct Counter { n: i64 }
+///
+/// #[mp::managed]
+/// impl Counter {
+///     pub fn incr(&mut self, by: i64) -> i64 { self.n += by; self.n }
+///     fn reset(&mut self) { self.n = 0 }          // private: not exposed
+/// }
+///
+/// let c: CounterProxy = manager.create(Counter { n: 0 })?;
+/// c.incr(2)?;                                      // -> Result<i64, mp::Error>
+/// ```
+///
+/// The `impl` block stays as written. Beside it come `CounterProxy` (Clone, serde, passable
+/// to workers) with one method per `pub fn` taking `&self` or `&mut self`, returning
+/// `Result<R, mp::Error>` (a panic in the method is `Error::Panic`); `impl mp::Managed for
+/// Counter`; and a registration so the manager process can create the type and call exactly
+/// those methods by name. Private methods and associated functions are not exposed. The type
+/// must be `Serialize + DeserializeOwned + Send`; use one `#[mp::managed]` block per type
+/// (two types registered under one name are reported by `mp::init()`, like workers). As for
+/// workers, a type defined in a library crate is registered only if the binary links that
+/// crate.
+///
+/// Options: `name = "stable::name"` registers under another name; `crate = "path"` names
+/// the mp crate when it is renamed.
+#[proc_macro_attribute]
+pub fn managed(attr: TokenStream, item: TokenStream) -> TokenStream {
+    managed::expand(attr.into(), item.into()).into()
 }
 
 /// Runs `mp::init()` before `main`'s body and, when the body returns (or panics),

@@ -173,6 +173,7 @@ pub fn init() {
 /// ```
 pub fn try_init() -> Result<(), Error> {
     registry::check()?;
+    crate::managers::managed::check()?;
     wire::load_max_frame_from_env();
     if std::env::var_os(ENV_FD).is_some() {
         child_main();
@@ -372,6 +373,15 @@ fn catch(f: impl FnOnce() -> Result<(), Error>) -> Result<(), Failure> {
             backtrace: None,
         })),
     }
+}
+
+/// Runs `f` as a task on this thread (a manager's method call): a panic is caught and
+/// reported as `Error::Panic` naming `what`, with what the panic hook saw.
+pub(crate) fn run_task(what: &str, f: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
+    IN_TASK.with(|t| t.set(true));
+    let r = catch(f);
+    IN_TASK.with(|t| t.set(false));
+    r.map_err(|failure| failure.into_error(what))
 }
 
 /// Where a chunk's item loop stands; kept outside the loop so a panic can resume after it.

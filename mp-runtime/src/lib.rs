@@ -8,6 +8,7 @@ mod bootstrap;
 mod connection;
 mod error;
 mod listener;
+mod managers;
 mod mpi;
 mod pool;
 mod process;
@@ -26,6 +27,10 @@ pub use error::{CodecDirection, Error, Exit, Result};
 pub use listener::{
     Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
 };
+pub use managers::{
+    DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
+    NamespaceProxy, QueueProxy, ValueProxy,
+};
 pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
 pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use queues::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
@@ -43,6 +48,8 @@ pub use wire::{max_frame_size, set_max_frame_size};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bootstrap::test_init;
+    pub use crate::managers::managed::{ManagedEntry, MethodFn, call_method, create_value};
+    pub use crate::managers::proxy::RawProxy;
     pub use crate::process::cleanup_children;
     pub use crate::registry::{DispatchFn, WorkerEntry, dispatch};
     pub use inventory;

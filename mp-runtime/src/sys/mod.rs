@@ -221,6 +221,12 @@ pub fn set_parent_death_kill() -> io::Result<()> {
     Ok(rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?)
 }
 
+/// Cancels the parent-death signal: a manager watches its owner through a socket instead,
+/// so it can remove its socket directory before it exits.
+pub fn clear_parent_death_signal() -> io::Result<()> {
+    Ok(rustix::process::set_parent_process_death_signal(None)?)
+}
+
 /// The parent's pid, or 0 when the parent is outside our pid namespace.
 pub fn parent_pid() -> u32 {
     rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)

@@ -1,0 +1,398 @@
+//! Proxy plumbing: the per-process client of a manager (a pool of connections) and
+//! [`RawProxy`], the untyped handle every typed proxy wraps.
+//!
+//! References: the server counts, per object, the references held by each process (its
+//! *session*) and by stored values. A proxy created here, or received in a reply, owns one
+//! reference of this process's session; a proxy that arrived by value (a worker argument)
+//! takes one on its first call. Clones share it; the last clone's drop gives it back. When a
+//! process exits, its connections close and the server drops its session's references, so
+//! a crashed process cannot pin objects forever.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::protocol::{Op, Reply, Request, Status, push_blob};
+use super::transport::{self, Conn};
+use crate::error::Error;
+use crate::wire::codec;
+
+/// Idle connections a process keeps per manager; more are opened while more threads call at
+/// once, and closed again when they come back to a full pool.
+const MAX_IDLE: usize = 16;
+
+/// This process's side of one manager: its session id and idle connections. One per
+/// manager address per process, shared by all proxies of that manager.
+pub(crate) struct Client {
+    pub addr: PathBuf,
+    pub authkey: Arc<[u8]>,
+    session: u64,
+    idle: Mutex<Vec<Conn>>,
+}
+
+static CLIENTS: Mutex<Vec<Arc<Client>>> = Mutex::new(Vec::new());
+
+/// The client of the manager at `addr` in this process.
+pub(crate) fn client(addr: &Path, authkey: &Arc<[u8]>) -> Arc<Client> {
+    let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = all.iter().find(|c| c.addr == addr) {
+        return c.clone();
+    }
+    let c = Arc::new(Client {
+        addr: addr.to_path_buf(),
+        authkey: authkey.clone(),
+        session: super::random_u64(),
+        idle: Mutex::new(Vec::new()),
+    });
+    all.push(c.clone());
+    c
+}
+
+/// Drops this process's client of a manager that was shut down (its proxies keep theirs).
+pub(crate) fn forget_client(addr: &Path) {
+    CLIENTS.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.addr != addr);
+}
+
+/// A reply, its result still encoded.
+pub(crate) struct Answer {
+    buf: Vec<u8>,
+    at: usize,
+    acquired: Vec<u64>,
+    pub timed_out: bool,
+}
+
+impl Answer {
+    /// Decodes the result; proxies inside it adopt the references the server took for us,
+    /// and references nobody adopted are given back.
+    pub fn decode<R: DeserializeOwned>(self, client: &Client) -> Result<R, Error> {
+        if self.acquired.is_empty() {
+            return codec::decode(&self.buf[self.at..]);
+        }
+        let prev = ACQUIRED.with(|a| a.borrow_mut().replace(self.acquired));
+        let r = codec::decode(&self.buf[self.at..]);
+        let left = ACQUIRED.with(|a| std::mem::replace(&mut *a.borrow_mut(), prev)).unwrap_or_default();
+        for id in left {
+            client.release(id);
+        }
+        r
+    }
+}
+
+impl Client {
+    fn connect(&self) -> Result<Conn, Error> {
+        let conn = transport::connect(&self.addr, &self.authkey)?;
+        let mut buf = Vec::with_capacity(32);
+        let head =
+            Request { obj: 0, acquire: false, op: Op::Hello { session: self.session }, refs: Vec::new() };
+        codec::encode_into(&head, &mut buf)?;
+        let answer = self.round_trip(&conn, &buf)?;
+        answer.decode::<()>(self)?;
+        Ok(conn)
+    }
+
+    fn round_trip(&self, conn: &Conn, request: &[u8]) -> Result<Answer, Error> {
+        let gone = |e: Error| match e {
+            Error::Disconnected { .. } | Error::Io { .. } => Error::Disconnected {
+                what: format!("the manager at {} (shut down or exited)", self.addr.display()),
+            },
+            e => e,
+        };
+        conn.send_bytes(request).map_err(gone)?;
+        let buf = conn.recv_bytes().map_err(gone)?;
+        let (reply, rest) = codec::decode_prefix::<Reply>(&buf)?;
+        let at = buf.len() - rest.len();
+        match reply.status {
+            Status::Ok => Ok(Answer { at, acquired: reply.acquired, timed_out: false, buf }),
+            Status::TimedOut => Ok(Answer { at, acquired: Vec::new(), timed_out: true, buf }),
+            Status::Err(e) => Err(e.into_error()),
+        }
+    }
+
+    /// Sends one request and waits for its reply, on an idle connection (or a new one).
+    pub fn request(&self, request: &[u8]) -> Result<Answer, Error> {
+        let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let r = self.round_trip(&conn, request);
+        // Only a dead connection is dropped (the frame reader skips an oversized reply and
+        // stays in step). Dropping live ones could close this process's last connection, and
+        // with it the session that holds its proxies' references.
+        if !matches!(r, Err(Error::Disconnected { .. } | Error::Io { .. })) {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+        r
+    }
+
+    /// Gives back one reference of this session to `id` (not answered; best effort: if the
+    /// manager is gone there is nothing left to release).
+    pub fn release(&self, id: u64) {
+        let mut buf = Vec::with_capacity(24);
+        let head = Request { obj: id, acquire: false, op: Op::Release { count: 1 }, refs: Vec::new() };
+        if codec::encode_into(&head, &mut buf).is_err() {
+            return;
+        }
+        let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some(conn) = conn.or_else(|| self.connect().ok()) else { return };
+        if conn.send_bytes(&buf).is_ok() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+    }
+
+    /// Closes the idle connections (after the manager shut down).
+    pub fn forget_connections(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+thread_local! {
+    // Ids the server took references on for the reply being decoded on this thread.
+    static ACQUIRED: RefCell<Option<Vec<u64>>> = const { RefCell::new(None) };
+    // Proxies encoded on this thread while a request's blob is built: (address, id).
+    static ENCODED: RefCell<Option<Vec<(PathBuf, u64)>>> = const { RefCell::new(None) };
+}
+
+/// What a proxy is: where its manager is, which object, of which type.
+struct Handle {
+    addr: PathBuf,
+    authkey: Arc<[u8]>,
+    id: u64,
+    type_name: String,
+    client: OnceLock<Arc<Client>>,
+    /// Whether this process's session holds the reference this handle owns.
+    held: AtomicBool,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.held.load(Ordering::Acquire) {
+            self.client().release(self.id);
+        }
+    }
+}
+
+impl Handle {
+    fn client(&self) -> &Arc<Client> {
+        self.client.get_or_init(|| client(&self.addr, &self.authkey))
+    }
+}
+
+/// An untyped proxy: what the typed proxies (`DictProxy`, `#[mp::managed]`'s `…Proxy`) wrap.
+/// Cloning is cheap (no message); it serializes as (address, authkey, id, type).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct RawProxy(Arc<Handle>);
+
+impl fmt::Debug for RawProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("type", &self.0.type_name)
+            .field("id", &self.0.id)
+            .field("manager", &self.0.addr)
+            .finish()
+    }
+}
+
+/// Arguments of one request: the blobs, and the proxies encoded inside them.
+pub(crate) struct Args {
+    pub buf: Vec<u8>,
+    pub refs: Vec<(u32, u64)>,
+    count: u32,
+}
+
+impl Args {
+    pub fn new() -> Args {
+        Args { buf: Vec::with_capacity(64), refs: Vec::new(), count: 0 }
+    }
+
+    /// Adds one blob, noting the proxies of manager `addr` inside it.
+    pub fn push<T: Serialize + ?Sized>(&mut self, addr: &Path, value: &T) -> Result<&mut Args, Error> {
+        let prev = ENCODED.with(|e| e.borrow_mut().replace(Vec::new()));
+        let r = push_blob(&mut self.buf, value);
+        let found = ENCODED.with(|e| std::mem::replace(&mut *e.borrow_mut(), prev)).unwrap_or_default();
+        r?;
+        for (a, id) in found {
+            if a == addr {
+                self.refs.push((self.count, id));
+            }
+        }
+        self.count += 1;
+        Ok(self)
+    }
+}
+
+impl RawProxy {
+    /// A proxy for a new object whose reference this process's session already holds.
+    pub(crate) fn new_held(client: &Arc<Client>, id: u64, type_name: &str) -> RawProxy {
+        let cell = OnceLock::new();
+        let _ = cell.set(client.clone());
+        RawProxy(Arc::new(Handle {
+            addr: client.addr.clone(),
+            authkey: client.authkey.clone(),
+            id,
+            type_name: type_name.to_string(),
+            client: cell,
+            held: AtomicBool::new(true),
+        }))
+    }
+
+    pub(crate) fn addr(&self) -> &Path {
+        &self.0.addr
+    }
+
+    /// Sends `op` with `args` and returns the answer (`timed_out` for a blocking op's slice).
+    pub(crate) fn send(&self, op: Op<'_>, args: Option<Args>) -> Result<Answer, Error> {
+        let held = self.0.held.load(Ordering::Acquire);
+        let (blob_bytes, refs) = match args {
+            Some(a) => (a.buf, a.refs),
+            None => (Vec::new(), Vec::new()),
+        };
+        let head = Request { obj: self.0.id, acquire: !held, op, refs };
+        let mut buf = Vec::with_capacity(24 + blob_bytes.len());
+        codec::encode_into(&head, &mut buf)?;
+        buf.extend_from_slice(&blob_bytes);
+        let client = self.0.client();
+        let answer = client.request(&buf)?;
+        // Two threads may both have taken the first reference: keep one.
+        if !held && self.0.held.swap(true, Ordering::AcqRel) {
+            client.release(self.0.id);
+        }
+        Ok(answer)
+    }
+
+    /// Sends `op` and decodes its result as `R`.
+    pub(crate) fn call<R: DeserializeOwned>(&self, op: Op<'_>, args: Option<Args>) -> Result<R, Error> {
+        let answer = self.send(op, args)?;
+        answer.decode(self.0.client())
+    }
+
+    /// A blocking operation: asks again each time the server's slice runs out, until
+    /// `timeout` (None: forever). `Ok(None)` when the timeout passed.
+    pub(crate) fn call_blocking<R: DeserializeOwned>(
+        &self,
+        timeout: Option<Duration>,
+        op: impl Fn(u64) -> Op<'static>,
+        args: impl Fn() -> Result<Option<Args>, Error>,
+    ) -> Result<Option<R>, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let wait_ms = match deadline {
+                None => u64::MAX,
+                Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as u64,
+            };
+            let answer = self.send(op(wait_ms), args()?)?;
+            if !answer.timed_out {
+                return answer.decode(self.0.client()).map(Some);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Calls method `method` of a `#[mp::managed]` object.
+    pub fn call_method<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
+        let mut a = Args::new();
+        a.push(self.addr(), args)?;
+        self.call(Op::Call { method }, Some(a))
+    }
+}
+
+#[derive(Serialize)]
+struct Wire<'a> {
+    addr: &'a str,
+    authkey: &'a [u8],
+    id: u64,
+    type_name: &'a str,
+}
+
+impl Serialize for RawProxy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let h = &self.0;
+        ENCODED.with(|e| {
+            if let Some(v) = &mut *e.borrow_mut() {
+                v.push((h.addr.clone(), h.id));
+            }
+        });
+        let addr =
+            h.addr.to_str().ok_or_else(|| serde::ser::Error::custom("manager address is not UTF-8"))?;
+        Wire { addr, authkey: &h.authkey, id: h.id, type_name: &h.type_name }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawProxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Owned {
+            addr: String,
+            authkey: Vec<u8>,
+            id: u64,
+            type_name: String,
+        }
+        let w = Owned::deserialize(d).map_err(|e| D::Error::custom(format!("a manager proxy: {e}")))?;
+        // Adopt a reference the server took for us in the reply being decoded, if any.
+        let held = ACQUIRED.with(|a| match &mut *a.borrow_mut() {
+            Some(ids) => match ids.iter().position(|&i| i == w.id) {
+                Some(at) => {
+                    ids.swap_remove(at);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        });
+        Ok(RawProxy(Arc::new(Handle {
+            addr: PathBuf::from(w.addr),
+            authkey: w.authkey.into(),
+            id: w.id,
+            type_name: w.type_name,
+            client: OnceLock::new(),
+            held: AtomicBool::new(held),
+        })))
+    }
+}
+
+/// Clone, Debug, Serialize and Deserialize of a typed proxy: those of its `RawProxy`.
+macro_rules! typed_proxy {
+    ($name:ident $(<$($t:ident),*>)?) => {
+        impl$(<$($t),*>)? Clone for $name$(<$($t),*>)? {
+            fn clone(&self) -> Self {
+                Self { raw: self.raw.clone(), _t: std::marker::PhantomData }
+            }
+        }
+        impl$(<$($t),*>)? std::fmt::Debug for $name$(<$($t),*>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&self.raw).finish()
+            }
+        }
+        impl$(<$($t),*>)? serde::Serialize for $name$(<$($t),*>)? {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.raw.serialize(s)
+            }
+        }
+        impl<'de $($(, $t)*)?> serde::Deserialize<'de> for $name$(<$($t),*>)? {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok(Self { raw: $crate::managers::proxy::RawProxy::deserialize(d)?, _t: std::marker::PhantomData })
+            }
+        }
+        impl$(<$($t),*>)? $name$(<$($t),*>)? {
+            pub(crate) fn from_raw(raw: $crate::managers::proxy::RawProxy) -> Self {
+                Self { raw, _t: std::marker::PhantomData }
+            }
+        }
+    };
+}
+pub(crate) use typed_proxy;
