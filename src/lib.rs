@@ -60,7 +60,7 @@ pub use mp_runtime::{
 };
 pub use mp_runtime::{
     DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
-    NamespaceProxy, QueueProxy, ValueProxy,
+    ManagerServer, NamespaceProxy, QueueProxy, ValueProxy,
 };
 pub use mp_runtime::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};

@@ -119,12 +119,20 @@ fn push_through_dict(d: DictProxy<String, ListProxy<String>>) {
     l.push("from a child".into()).unwrap();
 }
 
+/// The path of a default manager's Unix socket.
+fn socket_path(m: &Manager) -> String {
+    match m.address() {
+        mp::Address::Unix(p) => p.display().to_string(),
+        other => panic!("a default manager listens on a Unix socket, not {other}"),
+    }
+}
+
 #[mp::worker]
 fn own_a_manager(report: Connection<(u32, String)>) {
     let m = Manager::new().unwrap();
     let d = m.dict::<u8, u8>().unwrap();
     d.insert(1, 1).unwrap();
-    report.send((m.pid().unwrap(), m.address().display().to_string())).unwrap();
+    report.send((m.pid().unwrap(), socket_path(&m))).unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -132,7 +140,7 @@ fn own_a_manager(report: Connection<(u32, String)>) {
 #[mp::worker]
 fn leak_a_manager() -> (u32, String) {
     let m = Manager::new().unwrap();
-    let out = (m.pid().unwrap(), m.address().display().to_string());
+    let out = (m.pid().unwrap(), socket_path(&m));
     std::mem::forget(m);
     out
 }
@@ -166,7 +174,7 @@ fn smoke() {
     send_sync::<CounterProxy>();
     let mut m = Manager::new().unwrap();
     let pid = m.pid().unwrap();
-    let dir = m.address().parent().unwrap().to_path_buf();
+    let dir = std::path::Path::new(&socket_path(&m)).parent().unwrap().to_path_buf();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
     let d = m.dict::<String, i64>().unwrap();
@@ -360,11 +368,12 @@ fn unknown_method_is_refused() {
 fn bad_frames_do_not_kill_the_server() {
     let m = Manager::new().unwrap();
     let v = m.value(5u32).unwrap();
-    let mut raw = std::os::unix::net::UnixStream::connect(m.address()).unwrap();
+    // Garbage instead of the handshake.
+    let mut raw = std::os::unix::net::UnixStream::connect(socket_path(&m)).unwrap();
     raw.write_all(b"this is not an mp frame at all").unwrap();
     drop(raw);
-    // A well-formed frame that is not a request.
-    let conn: Connection<()> = std::os::unix::net::UnixStream::connect(m.address()).unwrap().into();
+    // After the handshake, a well-formed frame that is not a request.
+    let conn = mp::Client::connect::<()>(m.address(), m.authkey()).unwrap();
     conn.send_bytes(&[0xff, 0xff, 0xff]).unwrap();
     let reply = conn.recv_bytes().unwrap();
     assert!(!reply.is_empty());

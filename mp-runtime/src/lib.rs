@@ -29,7 +29,7 @@ pub use listener::{
 };
 pub use managers::{
     DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
-    NamespaceProxy, QueueProxy, ValueProxy,
+    ManagerServer, NamespaceProxy, QueueProxy, ValueProxy,
 };
 pub use pool::{AsyncResult, IMap, MapResult, ParMap, Pool, PoolBuilder, PoolStats, WorkerStats};
 pub use process::{Process, ProcessInfo, active_children, cpu_count, current_process, parent_process};

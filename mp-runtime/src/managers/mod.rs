@@ -17,7 +17,7 @@ mod value;
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ pub use value::ValueProxy;
 
 use crate::connection::{Connection, Pipe};
 use crate::error::Error;
+use crate::listener::{Address, IntoAddress};
 use crate::process::{self, ChildOptions, Tracked};
 use crate::registry::{Worker, WorkerEntry};
 use crate::wire::codec;
@@ -76,12 +77,33 @@ pub(crate) fn random_u64() -> u64 {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ManagerBuilder {
+    /// The address, or why it does not parse (reported by `start` / `server`).
+    address: Option<Result<Address, String>>,
     authkey: Option<Vec<u8>>,
     max_connections: usize,
 }
 
 impl ManagerBuilder {
-    /// The key clients must prove they hold (default: 32 random bytes).
+    /// Where the server listens: a TCP `host:port` (`"0.0.0.0:50000"` for other hosts, port
+    /// 0 for any free port) or a Unix socket path. Default: a Unix socket in a fresh private
+    /// (0700) directory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// mp::init();
+    /// let manager = mp::Manager::builder().address("127.0.0.1:0").authkey(b"k".to_vec()).start().unwrap();
+    /// assert!(manager.address().is_tcp());
+    /// ```
+    pub fn address(mut self, addr: impl IntoAddress) -> Self {
+        // A bad address is reported by `start` / `server`, which return `Result`.
+        self.address = Some(addr.into_address().map_err(|e| e.to_string()));
+        self
+    }
+
+    /// The key clients must prove they hold, checked both ways with an HMAC-SHA256 challenge
+    /// on every connection (default: [`current_process().authkey()`](crate::ProcessInfo::authkey),
+    /// the key every process of this program inherits, as in Python).
     pub fn authkey(mut self, key: Vec<u8>) -> Self {
         self.authkey = Some(key);
         self
@@ -95,22 +117,44 @@ impl ManagerBuilder {
         self
     }
 
-    /// Starts the manager process and waits until it listens.
-    pub fn start(self) -> Result<Manager, Error> {
+    fn check(&self) -> Result<(Option<Address>, Arc<[u8]>), Error> {
         if self.max_connections == 0 {
             return Err(Error::invalid("Manager::builder().max_connections must be at least 1"));
         }
-        let authkey: Arc<[u8]> = match self.authkey {
-            Some(k) if k.is_empty() => return Err(Error::invalid("a manager's authkey must not be empty")),
-            Some(k) => k.into(),
-            None => random_bytes::<32>().to_vec().into(),
+        let address = match &self.address {
+            Some(Err(e)) => return Err(Error::invalid(format!("Manager::builder().address: {e}"))),
+            Some(Ok(a)) => Some(a.clone()),
+            None => None,
         };
-        let dir = private_dir()?;
-        let address = dir.join("manager.sock");
-        let (ours, theirs) = Pipe::new::<Result<(), String>>()?;
+        let authkey: Arc<[u8]> = match &self.authkey {
+            Some(k) if k.is_empty() => return Err(Error::invalid("a manager's authkey must not be empty")),
+            Some(k) => k.clone().into(),
+            None => crate::process::authkey().into(),
+        };
+        Ok((address, authkey))
+    }
+
+    /// Starts the manager process and waits until it listens.
+    pub fn start(self) -> Result<Manager, Error> {
+        let (address, authkey) = self.check()?;
+        // The default: a socket in a directory only this user can enter.
+        let (dir, address) = match address {
+            Some(a) => (None, a),
+            None => {
+                let dir = private_dir()?;
+                let a = Address::Unix(dir.join("manager.sock"));
+                (Some(dir), a)
+            }
+        };
+        let remove_dir = |dir: &Option<PathBuf>| {
+            if let Some(d) = dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        };
+        let (ours, theirs) = Pipe::new::<Result<Address, String>>()?;
         let args = ServeArgs {
             dir: dir.clone(),
-            address: address.clone(),
+            address,
             authkey: authkey.to_vec(),
             max_connections: self.max_connections,
             lifeline: theirs,
@@ -123,7 +167,7 @@ impl ManagerBuilder {
         let (tracked, sock) = match started {
             Ok(x) => x,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                remove_dir(&dir);
                 return Err(e);
             }
         };
@@ -133,11 +177,11 @@ impl ManagerBuilder {
         let ready = child.lifeline.recv_timeout(Duration::from_secs(30));
         let failed = |e: Error| {
             child.tracked.child.kill_and_reap();
-            let _ = std::fs::remove_dir_all(&dir);
+            remove_dir(&dir);
             e
         };
-        match ready {
-            Ok(Ok(())) => {}
+        let address = match ready {
+            Ok(Ok(a)) => a,
             Ok(Err(msg)) => {
                 return Err(failed(Error::invalid(format!("the manager could not start: {msg}"))));
             }
@@ -153,9 +197,91 @@ impl ManagerBuilder {
                 }));
             }
             Err(e) => return Err(failed(e)),
-        }
+        };
         let client = proxy::client(&address, &authkey);
-        Ok(Manager { address, authkey, dir, child: Some(child), client })
+        Ok(Manager { address, authkey, state: State::Owner { child, dir }, client })
+    }
+
+    /// Listens in this process and returns the server, not yet serving (Python's
+    /// `manager.get_server()`): read its [`address`](ManagerServer::address) (the real port
+    /// for port 0), then call [`serve_forever`](ManagerServer::serve_forever).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = mp::Manager::builder().address("127.0.0.1:0").authkey(b"k".to_vec()).server().unwrap();
+    /// assert!(server.address().is_tcp());
+    /// ```
+    pub fn server(self) -> Result<ManagerServer, Error> {
+        let (address, authkey) = self.check()?;
+        let Some(address) = address else {
+            return Err(Error::invalid(
+                "Manager::builder().serve() needs an address to listen on, like .address(\"0.0.0.0:50000\") \
+                 (Manager::new() starts a manager process on a private socket instead)",
+            ));
+        };
+        let listener = transport::bind(&address, &authkey)?;
+        let address = listener.address().clone();
+        Ok(ManagerServer { listener, address, server: server::Server::new(self.max_connections) })
+    }
+
+    /// Serves in this process until a client calls [`Manager::shutdown`] on a connected
+    /// manager (then returns `Ok`), or the process is killed: what a dedicated manager host
+    /// runs. `builder().address(..).authkey(..).serve()` is `server()?.serve_forever()`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// mp::init();
+    /// // On the host that holds the shared objects:
+    /// mp::Manager::builder().address("0.0.0.0:50000").authkey(b"secret".to_vec()).serve().unwrap();
+    /// ```
+    pub fn serve(self) -> Result<(), Error> {
+        self.server()?.serve_forever()
+    }
+}
+
+/// A manager server running in the calling process (Python's `Server` from
+/// `manager.get_server()`), made by [`ManagerBuilder::server`].
+///
+/// # Examples
+///
+/// ```
+/// mp::init();
+/// let server = mp::Manager::builder().address("127.0.0.1:0").authkey(b"k".to_vec()).server().unwrap();
+/// let addr = server.address().clone();
+/// let t = std::thread::spawn(move || server.serve_forever());
+/// let mut m = mp::Manager::connect(&addr, b"k").unwrap();
+/// m.shared().set("answer", 42u32).unwrap();
+/// assert_eq!(m.shared().get::<u32>("answer").unwrap(), Some(42));
+/// m.shutdown().unwrap(); // asks the server to stop
+/// t.join().unwrap().unwrap();
+/// ```
+pub struct ManagerServer {
+    listener: crate::listener::Listener,
+    address: Address,
+    server: Arc<server::Server>,
+}
+
+impl std::fmt::Debug for ManagerServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerServer").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl ManagerServer {
+    /// The address clients connect to (for TCP port 0, the port the OS picked).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Serves until a client calls [`Manager::shutdown`] on a manager it
+    /// [connected](Manager::connect), then returns `Ok` (the listener is closed; a Unix
+    /// socket's path removed). Killing the process stops it too. Clients that fail the
+    /// handshake are logged on stderr and refused; the server carries on.
+    pub fn serve_forever(self) -> Result<(), Error> {
+        self.server.run(self.listener);
+        Ok(())
     }
 }
 
@@ -180,8 +306,18 @@ struct ManagerChild {
     tracked: Arc<Tracked>,
     /// The child's bootstrap channel (kept open: its reply is never read).
     _sock: OwnedFd,
-    /// Closing it stops the manager; the child says on it when it listens.
-    lifeline: Connection<Result<(), String>>,
+    /// Closing it stops the manager; the child says on it where it listens.
+    lifeline: Connection<Result<Address, String>>,
+}
+
+/// How this `Manager` relates to its server.
+enum State {
+    /// We started the server process: shutting down stops it.
+    Owner { child: ManagerChild, dir: Option<PathBuf> },
+    /// We connected to a server someone else runs.
+    Connected,
+    /// After `shutdown`.
+    Closed,
 }
 
 /// A manager: a server process holding shared objects (dicts, lists, queues, values, locks,
@@ -189,10 +325,17 @@ struct ManagerChild {
 /// proxies (Python's `multiprocessing.Manager()`).
 ///
 /// Proxies are ordinary values: pass them to workers as arguments, or store them inside other
-/// managed containers, and they keep working. The server is a child process listening on a
-/// Unix socket in a private (0700) directory; it exits, removing the directory, on
-/// [`shutdown`](Self::shutdown), when the `Manager` is dropped, or when its owner process
-/// exits in any way. After that, calls on proxies fail with `Error::Disconnected`.
+/// managed containers, and they keep working. By default the server is a child process
+/// listening on a Unix socket in a private (0700) directory; it exits, removing the
+/// directory, on [`shutdown`](Self::shutdown), when the `Manager` is dropped, or when its
+/// owner process exits in any way. After that, calls on proxies fail with
+/// `Error::Disconnected`. Every connection is authenticated both ways with the
+/// [`authkey`](Self::authkey) (HMAC-SHA256).
+///
+/// Remote use: [`Manager::builder()`](Self::builder)`.address("0.0.0.0:50000").authkey(key)`
+/// then `.start()` (a child process serves on that address) or `.serve()` (this process
+/// serves), and [`Manager::connect`]`(addr, key)` from other processes or hosts; objects are
+/// found by name in the [`shared`](Self::shared) namespace.
 ///
 /// # Examples
 ///
@@ -211,10 +354,9 @@ struct ManagerChild {
 /// assert_eq!(d.get(&7).unwrap(), Some(49));
 /// ```
 pub struct Manager {
-    address: PathBuf,
+    address: Address,
     authkey: Arc<[u8]>,
-    dir: PathBuf,
-    child: Option<ManagerChild>,
+    state: State,
     client: Arc<Client>,
 }
 
@@ -222,7 +364,7 @@ impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
             .field("address", &self.address)
-            .field("pid", &self.child.as_ref().map(|c| c.tracked.child.pid))
+            .field("pid", &self.pid())
             .finish_non_exhaustive()
     }
 }
@@ -243,12 +385,50 @@ impl Manager {
         Manager::builder().start()
     }
 
-    /// Options: authkey, connection limit.
+    /// Options: address, authkey, connection limit; then `start` or `serve`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// mp::init();
+    /// let m = mp::Manager::builder().authkey(b"key".to_vec()).start().unwrap();
+    /// assert_eq!(m.authkey(), b"key");
+    /// ```
     pub fn builder() -> ManagerBuilder {
-        ManagerBuilder { authkey: None, max_connections: DEFAULT_MAX_CONNECTIONS }
+        ManagerBuilder { address: None, authkey: None, max_connections: DEFAULT_MAX_CONNECTIONS }
     }
 
-    /// The path of the server's socket, in a directory only this user can enter.
+    /// Connects to a manager another process runs (Python's `BaseManager(address,
+    /// authkey).connect()`), on this host or another, and checks the key both ways: a wrong
+    /// one is [`Error::Auth`]. Nothing is created: find the server's objects by name in
+    /// [`shared`](Self::shared). Dropping the returned `Manager` only disconnects it;
+    /// [`shutdown`](Self::shutdown) asks the server to stop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// mp::init();
+    /// let owner = mp::Manager::builder().address("127.0.0.1:0").authkey(b"k".to_vec()).start().unwrap();
+    /// owner.shared().set("jobs", owner.queue::<u32>().unwrap()).unwrap();
+    /// let m = mp::Manager::connect(owner.address(), b"k").unwrap();
+    /// let jobs: mp::QueueProxy<u32> = m.shared().get("jobs").unwrap().unwrap();
+    /// jobs.put(7).unwrap();
+    /// assert!(matches!(mp::Manager::connect(owner.address(), b"wrong"), Err(mp::Error::Auth(_))));
+    /// ```
+    pub fn connect(addr: impl IntoAddress, authkey: impl AsRef<[u8]>) -> Result<Manager, Error> {
+        let address = addr.into_address()?;
+        let authkey: Arc<[u8]> = authkey.as_ref().into();
+        let client = proxy::client(&address, &authkey);
+        // Connect now, so a wrong key or address fails here rather than at the first call.
+        if let Err(e) = client.ping() {
+            proxy::forget_if_unused(&client);
+            return Err(e);
+        }
+        Ok(Manager { address, authkey, state: State::Connected, client })
+    }
+
+    /// Where the server listens: its Unix socket (by default in a directory only this user
+    /// can enter) or its TCP address, for [`Manager::connect`].
     ///
     /// # Examples
     ///
@@ -256,19 +436,28 @@ impl Manager {
     /// use std::os::unix::fs::PermissionsExt;
     /// mp::init();
     /// let manager = mp::Manager::new().unwrap();
-    /// let dir = manager.address().parent().unwrap();
+    /// let mp::Address::Unix(path) = manager.address() else { unreachable!() };
+    /// let dir = path.parent().unwrap();
     /// assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700);
     /// ```
-    pub fn address(&self) -> &Path {
+    pub fn address(&self) -> &Address {
         &self.address
     }
 
     /// The key clients authenticate with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// mp::init();
+    /// let m = mp::Manager::new().unwrap();
+    /// assert_eq!(m.authkey(), mp::current_process().authkey());
+    /// ```
     pub fn authkey(&self) -> &[u8] {
         &self.authkey
     }
 
-    /// The server process's pid (`None` after shutdown).
+    /// The server process's pid (`None` after shutdown, and for a connected manager).
     ///
     /// # Examples
     ///
@@ -280,7 +469,28 @@ impl Manager {
     /// assert_eq!(manager.pid(), None);
     /// ```
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.tracked.child.pid)
+        match &self.state {
+            State::Owner { child, .. } => Some(child.tracked.child.pid),
+            _ => None,
+        }
+    }
+
+    /// The manager's root namespace: named values (proxies too) that every client of this
+    /// server sees. It is how processes that [connect](Self::connect) find the objects
+    /// (Python registers `get_queue`-style callables for this). It lives as long as the
+    /// server; the values stored in it keep their objects alive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// mp::init();
+    /// let m = mp::Manager::new().unwrap();
+    /// m.shared().set("results", m.dict::<String, u64>().unwrap()).unwrap();
+    /// let d: mp::DictProxy<String, u64> = m.shared().get("results").unwrap().unwrap();
+    /// d.insert("a".into(), 1).unwrap();
+    /// ```
+    pub fn shared(&self) -> NamespaceProxy {
+        NamespaceProxy::from_raw(RawProxy::new_unheld(&self.client, server::SHARED_ID, "namespace"))
     }
 
     fn create_raw<T: Serialize + ?Sized>(
@@ -288,7 +498,7 @@ impl Manager {
         kind: ObjKind<'_>,
         init: Option<&T>,
     ) -> Result<RawProxy, Error> {
-        if self.child.is_none() {
+        if matches!(self.state, State::Closed) {
             return Err(Error::Closed { what: "this Manager (shut down)" });
         }
         let mut args = Args::new();
@@ -303,7 +513,6 @@ impl Manager {
         let id: u64 = self.client.request(&buf)?.decode(&self.client)?;
         Ok(RawProxy::new_held(&self.client, id, kind.name()))
     }
-
     /// A new, empty dictionary (Python's `manager.dict()`).
     pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>, Error> {
         self.create_raw::<()>(ObjKind::Dict, None).map(DictProxy::from_raw)
@@ -364,9 +573,12 @@ impl Manager {
         self.create_raw(ObjKind::User(T::NAME), Some(&value)).map(T::__proxy)
     }
 
-    /// Stops the server and waits for it to exit (at most 5 s, then it is killed); its
-    /// socket directory is removed. Later calls through any proxy fail with
-    /// `Error::Disconnected`. Dropping the `Manager` does the same.
+    /// Stops the server. For a manager this process started: waits for the server process
+    /// to exit (at most 5 s, then it is killed) and removes its socket directory. For a
+    /// [connected](Self::connect) one: asks the server to stop (a
+    /// [`serve`](ManagerBuilder::serve) returns). Later calls through any proxy fail with
+    /// `Error::Disconnected`. Dropping a started `Manager` does the same; dropping a
+    /// connected one does not stop the server.
     ///
     /// # Examples
     ///
@@ -378,39 +590,57 @@ impl Manager {
     /// assert!(matches!(v.get(), Err(mp::Error::Disconnected { .. })));
     /// ```
     pub fn shutdown(&mut self) -> Result<(), Error> {
-        let Some(child) = self.child.take() else { return Ok(()) };
-        let ManagerChild { tracked, _sock, lifeline } = child;
-        // Closing the lifeline is the stop signal (the same as the owner exiting).
-        drop(lifeline);
-        let exited = tracked.child.wait(Some(Instant::now() + Duration::from_secs(5)));
-        if !matches!(exited, Ok(Some(_))) {
-            tracked.child.kill_and_reap();
-        }
-        self.client.forget_connections();
-        proxy::forget_client(&self.address);
-        match std::fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(format!("removing the manager's directory {}", self.dir.display()), e))
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Closed => Ok(()),
+            State::Connected => {
+                let mut buf = Vec::with_capacity(16);
+                let head = Request { obj: 0, acquire: false, op: Op::Shutdown, refs: Vec::new() };
+                codec::encode_into(&head, &mut buf)?;
+                match self.client.request(&buf) {
+                    // The server may exit before its answer is written.
+                    Ok(_) | Err(Error::Disconnected { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                }
             }
-            _ => Ok(()),
+            State::Owner { child, dir } => {
+                let ManagerChild { tracked, _sock, lifeline } = child;
+                // Closing the lifeline is the stop signal (the same as the owner exiting).
+                drop(lifeline);
+                let exited = tracked.child.wait(Some(Instant::now() + Duration::from_secs(5)));
+                if !matches!(exited, Ok(Some(_))) {
+                    tracked.child.kill_and_reap();
+                }
+                self.client.forget_connections();
+                proxy::forget_client(&self.address);
+                let Some(dir) = dir else { return Ok(()) };
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(Error::io(format!("removing the manager's directory {}", dir.display()), e))
+                    }
+                    _ => Ok(()),
+                }
+            }
         }
     }
 }
 
 impl Drop for Manager {
     fn drop(&mut self) {
-        let _ = self.shutdown();
+        if let State::Owner { .. } = self.state {
+            let _ = self.shutdown();
+        }
     }
 }
 
 /// What the manager child is started with.
 #[derive(Serialize, Deserialize)]
 struct ServeArgs {
-    dir: PathBuf,
-    address: PathBuf,
+    /// The private directory to remove on the way out (the default address).
+    dir: Option<PathBuf>,
+    address: Address,
     authkey: Vec<u8>,
     max_connections: usize,
-    lifeline: Connection<Result<(), String>>,
+    lifeline: Connection<Result<Address, String>>,
 }
 
 /// The manager child's entry: an internal worker run once by the usual child bootstrap.
@@ -436,6 +666,11 @@ inventory::submit! {
 
 fn serve_child(args: ServeArgs) -> ! {
     let ServeArgs { dir, address, authkey, max_connections, lifeline } = args;
+    let remove_dir = || {
+        if let Some(d) = &dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    };
     // The lifeline, not the parent-death SIGKILL, tells us the owner is gone, so the socket
     // directory is removed on the way out.
     let _ = crate::sys::clear_parent_death_signal();
@@ -443,19 +678,23 @@ fn serve_child(args: ServeArgs) -> ! {
         Ok(l) => l,
         Err(e) => {
             let _ = lifeline.send(Err(e.to_string()));
-            let _ = std::fs::remove_dir_all(&dir);
+            remove_dir();
             crate::sys::exit(1)
         }
     };
-    let server = server::Server::new(max_connections, authkey.into());
+    let bound = listener.address().clone();
+    let server = server::Server::new(max_connections);
     let s = server.clone();
     let accept = std::thread::Builder::new().name("mp-manager-accept".into()).spawn(move || s.run(listener));
-    if let Err(e) = accept {
-        let _ = lifeline.send(Err(format!("cannot start the accept thread: {e}")));
-        let _ = std::fs::remove_dir_all(&dir);
-        crate::sys::exit(1)
-    }
-    if lifeline.send(Ok(())).is_ok() {
+    let accept = match accept {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = lifeline.send(Err(format!("cannot start the accept thread: {e}")));
+            remove_dir();
+            crate::sys::exit(1)
+        }
+    };
+    if lifeline.send(Ok(bound)).is_ok() {
         let s = server.clone();
         let _ = std::thread::Builder::new().name("mp-manager-lifeline".into()).spawn(move || {
             // Anything but a message means the owner closed its end or exited.
@@ -466,6 +705,9 @@ fn serve_child(args: ServeArgs) -> ! {
         server.stop();
     }
     server.wait_stopped();
-    let _ = std::fs::remove_dir_all(&dir);
+    // The accept loop notices within its slice and drops the listener (removing a Unix
+    // socket's path).
+    let _ = accept.join();
+    remove_dir();
     crate::sys::exit(0)
 }

@@ -202,7 +202,7 @@ impl RemoteError {
 /// Appends `value`'s encoding to `buf` as one blob (a length-prefixed byte string).
 pub(crate) fn push_blob<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<(), Error> {
     let start = buf.len();
-    codec::encode_into(value, buf)?;
+    codec::encode_for_manager(value, buf)?;
     let mut len = [0u8; 10];
     let prefix = varint(buf.len() - start, &mut len);
     buf.splice(start..start, prefix.iter().copied());

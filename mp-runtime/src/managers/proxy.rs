@@ -10,7 +10,6 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::protocol::{Op, Reply, Request, Status, push_blob};
 use super::transport::{self, Conn};
 use crate::error::Error;
+use crate::listener::Address;
 use crate::wire::codec;
 
 /// Idle connections a process keeps per manager; more are opened while more threads call at
@@ -30,7 +30,7 @@ const MAX_IDLE: usize = 16;
 /// This process's side of one manager: its session id and idle connections. One per
 /// manager address per process, shared by all proxies of that manager.
 pub(crate) struct Client {
-    pub addr: PathBuf,
+    pub addr: Address,
     pub authkey: Arc<[u8]>,
     session: u64,
     idle: Mutex<Vec<Conn>>,
@@ -38,14 +38,15 @@ pub(crate) struct Client {
 
 static CLIENTS: Mutex<Vec<Arc<Client>>> = Mutex::new(Vec::new());
 
-/// The client of the manager at `addr` in this process.
-pub(crate) fn client(addr: &Path, authkey: &Arc<[u8]>) -> Arc<Client> {
+/// The client of the manager at `addr` in this process, with `authkey` (one per address and
+/// key: a client that connected with a wrong key does not spoil the right one).
+pub(crate) fn client(addr: &Address, authkey: &Arc<[u8]>) -> Arc<Client> {
     let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = all.iter().find(|c| c.addr == addr) {
+    if let Some(c) = all.iter().find(|c| c.addr == *addr && *c.authkey == **authkey) {
         return c.clone();
     }
     let c = Arc::new(Client {
-        addr: addr.to_path_buf(),
+        addr: addr.clone(),
         authkey: authkey.clone(),
         session: super::random_u64(),
         idle: Mutex::new(Vec::new()),
@@ -55,8 +56,27 @@ pub(crate) fn client(addr: &Path, authkey: &Arc<[u8]>) -> Arc<Client> {
 }
 
 /// Drops this process's client of a manager that was shut down (its proxies keep theirs).
-pub(crate) fn forget_client(addr: &Path) {
-    CLIENTS.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.addr != addr);
+pub(crate) fn forget_client(addr: &Address) {
+    CLIENTS.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.addr != *addr);
+}
+
+/// Drops `c` from this process's clients if it never connected (a wrong key or address),
+/// so it is not mistaken for the right one later.
+pub(crate) fn forget_if_unused(c: &Arc<Client>) {
+    let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    if c.idle.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        all.retain(|x| !Arc::ptr_eq(x, c));
+    }
+}
+
+/// The key of a client of the manager at `addr` in this process, if there is one.
+fn known_key(addr: &Address) -> Option<Arc<[u8]>> {
+    CLIENTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|c| c.addr == *addr)
+        .map(|c| c.authkey.clone())
 }
 
 /// A reply, its result still encoded.
@@ -71,6 +91,14 @@ impl Answer {
     /// Decodes the result; proxies inside it adopt the references the server took for us,
     /// and references nobody adopted are given back.
     pub fn decode<R: DeserializeOwned>(self, client: &Client) -> Result<R, Error> {
+        // Proxies of this manager inside the reply travel without their key: it is ours.
+        let prev_from = FROM.with(|f| f.borrow_mut().replace((client.addr.clone(), client.authkey.clone())));
+        let r = self.decode_adopting(client);
+        FROM.with(|f| *f.borrow_mut() = prev_from);
+        r
+    }
+
+    fn decode_adopting<R: DeserializeOwned>(self, client: &Client) -> Result<R, Error> {
         if self.acquired.is_empty() {
             return codec::decode(&self.buf[self.at..]);
         }
@@ -98,9 +126,9 @@ impl Client {
 
     fn round_trip(&self, conn: &Conn, request: &[u8]) -> Result<Answer, Error> {
         let gone = |e: Error| match e {
-            Error::Disconnected { .. } | Error::Io { .. } => Error::Disconnected {
-                what: format!("the manager at {} (shut down or exited)", self.addr.display()),
-            },
+            Error::Disconnected { .. } | Error::Io { .. } => {
+                Error::Disconnected { what: format!("the manager at {} (shut down or exited)", self.addr) }
+            }
             e => e,
         };
         conn.send_bytes(request).map_err(gone)?;
@@ -152,6 +180,17 @@ impl Client {
         }
     }
 
+    /// Opens a connection (or finds an idle one): checks the address and the key now.
+    pub fn ping(&self) -> Result<(), Error> {
+        let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        Ok(())
+    }
+
     /// Closes the idle connections (after the manager shut down).
     pub fn forget_connections(&self) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -161,13 +200,21 @@ impl Client {
 thread_local! {
     // Ids the server took references on for the reply being decoded on this thread.
     static ACQUIRED: RefCell<Option<Vec<u64>>> = const { RefCell::new(None) };
-    // Proxies encoded on this thread while a request's blob is built: (address, id).
-    static ENCODED: RefCell<Option<Vec<(PathBuf, u64)>>> = const { RefCell::new(None) };
+    // The manager a reply being decoded on this thread comes from, with its key.
+    static FROM: RefCell<Option<(Address, Arc<[u8]>)>> = const { RefCell::new(None) };
+    // While a request's blob is built on this thread: the manager it goes to, and the
+    // proxies encoded so far (address, id).
+    static ENCODED: RefCell<Option<Encoding>> = const { RefCell::new(None) };
+}
+
+struct Encoding {
+    target: Address,
+    found: Vec<(Address, u64)>,
 }
 
 /// What a proxy is: where its manager is, which object, of which type.
 struct Handle {
-    addr: PathBuf,
+    addr: Address,
     authkey: Arc<[u8]>,
     id: u64,
     type_name: String,
@@ -191,7 +238,8 @@ impl Handle {
 }
 
 /// An untyped proxy: what the typed proxies (`DictProxy`, `#[mp::managed]`'s `…Proxy`) wrap.
-/// Cloning is cheap (no message); it serializes as (address, authkey, id, type).
+/// Cloning is cheap (no message); it serializes as (address, key, id, type), where the key
+/// is sent only when the receiver cannot already hold it (see [`KeyWire`]).
 #[doc(hidden)]
 #[derive(Clone)]
 pub struct RawProxy(Arc<Handle>);
@@ -219,13 +267,14 @@ impl Args {
     }
 
     /// Adds one blob, noting the proxies of manager `addr` inside it.
-    pub fn push<T: Serialize + ?Sized>(&mut self, addr: &Path, value: &T) -> Result<&mut Args, Error> {
-        let prev = ENCODED.with(|e| e.borrow_mut().replace(Vec::new()));
+    pub fn push<T: Serialize + ?Sized>(&mut self, addr: &Address, value: &T) -> Result<&mut Args, Error> {
+        let enc = Encoding { target: addr.clone(), found: Vec::new() };
+        let prev = ENCODED.with(|e| e.borrow_mut().replace(enc));
         let r = push_blob(&mut self.buf, value);
-        let found = ENCODED.with(|e| std::mem::replace(&mut *e.borrow_mut(), prev)).unwrap_or_default();
+        let found = ENCODED.with(|e| std::mem::replace(&mut *e.borrow_mut(), prev)).map(|e| e.found);
         r?;
-        for (a, id) in found {
-            if a == addr {
+        for (a, id) in found.unwrap_or_default() {
+            if a == *addr {
                 self.refs.push((self.count, id));
             }
         }
@@ -249,7 +298,14 @@ impl RawProxy {
         }))
     }
 
-    pub(crate) fn addr(&self) -> &Path {
+    /// A proxy to object `id` that holds no reference yet (its first call takes one).
+    pub(crate) fn new_unheld(client: &Arc<Client>, id: u64, type_name: &str) -> RawProxy {
+        let r = RawProxy::new_held(client, id, type_name);
+        r.0.held.store(false, Ordering::Release);
+        r
+    }
+
+    pub(crate) fn addr(&self) -> &Address {
         &self.0.addr
     }
 
@@ -311,10 +367,30 @@ impl RawProxy {
     }
 }
 
+/// How a proxy's authkey travels. The key goes only where the receiver cannot already hold
+/// it, as in Python (whose proxies drop the key when pickled, except for a child being
+/// spawned):
+///
+/// * `Program`: the key is this program's [`authkey`](crate::ProcessInfo::authkey), which
+///   every process mp starts (here, or as a Pool's worker on another host) inherits: the
+///   receiver uses its own.
+/// * `Manager`: the proxy is inside a request to its own manager (stored in one of its
+///   containers); whoever reads it back is that manager's authenticated client and has the
+///   key. So a key never travels inside a manager's own traffic.
+/// * `Bytes`: otherwise (another key, handed to a worker or through a Connection): the key
+///   travels with the proxy, to the process the proxy is handed to.
+#[derive(Serialize, Deserialize)]
+enum KeyWire<'a> {
+    Program,
+    Manager,
+    #[serde(borrow)]
+    Bytes(&'a [u8]),
+}
+
 #[derive(Serialize)]
 struct Wire<'a> {
-    addr: &'a str,
-    authkey: &'a [u8],
+    addr: &'a Address,
+    key: KeyWire<'a>,
     id: u64,
     type_name: &'a str,
 }
@@ -322,27 +398,59 @@ struct Wire<'a> {
 impl Serialize for RawProxy {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let h = &self.0;
-        ENCODED.with(|e| {
-            if let Some(v) = &mut *e.borrow_mut() {
-                v.push((h.addr.clone(), h.id));
+        let to_own_manager = ENCODED.with(|e| match &mut *e.borrow_mut() {
+            Some(enc) => {
+                enc.found.push((h.addr.clone(), h.id));
+                enc.target == h.addr
             }
+            None => false,
         });
-        let addr =
-            h.addr.to_str().ok_or_else(|| serde::ser::Error::custom("manager address is not UTF-8"))?;
-        Wire { addr, authkey: &h.authkey, id: h.id, type_name: &h.type_name }.serialize(s)
+        let key = if to_own_manager {
+            KeyWire::Manager
+        } else if *h.authkey == *crate::process::authkey() {
+            KeyWire::Program
+        } else {
+            KeyWire::Bytes(&h.authkey)
+        };
+        Wire { addr: &h.addr, key, id: h.id, type_name: &h.type_name }.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for RawProxy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
+        enum OwnedKey {
+            Program,
+            Manager,
+            Bytes(Vec<u8>),
+        }
+        #[derive(Deserialize)]
         struct Owned {
-            addr: String,
-            authkey: Vec<u8>,
+            addr: Address,
+            key: OwnedKey,
             id: u64,
             type_name: String,
         }
         let w = Owned::deserialize(d).map_err(|e| D::Error::custom(format!("a manager proxy: {e}")))?;
+        let authkey: Arc<[u8]> = match w.key {
+            OwnedKey::Program => crate::process::authkey().into(),
+            OwnedKey::Bytes(k) => k.into(),
+            OwnedKey::Manager => {
+                let from =
+                    FROM.with(|f| f.borrow().as_ref().filter(|(a, _)| *a == w.addr).map(|(_, k)| k.clone()));
+                match from.or_else(|| known_key(&w.addr)) {
+                    Some(k) => k,
+                    None => {
+                        return Err(D::Error::custom(codec::custom_error(format!(
+                            "a proxy of the manager at {} arrived without its authkey (it was \
+                             stored in that manager), and this process is not connected to it: \
+                             read it through Manager::connect(address, authkey)",
+                            w.addr
+                        ))));
+                    }
+                }
+            }
+        };
         // Adopt a reference the server took for us in the reply being decoded, if any.
         let held = ACQUIRED.with(|a| match &mut *a.borrow_mut() {
             Some(ids) => match ids.iter().position(|&i| i == w.id) {
@@ -355,8 +463,8 @@ impl<'de> Deserialize<'de> for RawProxy {
             None => false,
         });
         Ok(RawProxy(Arc::new(Handle {
-            addr: PathBuf::from(w.addr),
-            authkey: w.authkey.into(),
+            addr: w.addr,
+            authkey,
             id: w.id,
             type_name: w.type_name,
             client: OnceLock::new(),

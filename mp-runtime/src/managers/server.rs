@@ -6,7 +6,6 @@
 //! was released.
 
 use std::collections::HashMap;
-use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -15,11 +14,19 @@ use super::objects::{self, Ctx, Object};
 use super::protocol::{self, ObjKind, Op, RemoteError, Reply, Request, Status};
 use super::transport::{self, Conn};
 use crate::error::Error;
+use crate::listener::Listener;
 use crate::wire::codec;
 
 /// The longest a server thread waits for a blocking operation before answering `TimedOut`
 /// (the proxy asks again): a thread never waits long on a client that has gone.
 pub(crate) const SLICE: Duration = Duration::from_millis(500);
+
+/// How often the accept loop looks whether it was asked to stop.
+const ACCEPT_SLICE: Duration = Duration::from_millis(200);
+
+/// The id of the root namespace every server starts with (`Manager::shared`): it holds one
+/// reference of its own, so it lives as long as the server.
+pub(crate) const SHARED_ID: u64 = 1;
 
 struct Entry {
     obj: Arc<Object>,
@@ -42,7 +49,6 @@ pub(crate) struct Server {
     next_id: AtomicU64,
     connections: AtomicUsize,
     max_connections: usize,
-    authkey: Arc<[u8]>,
     stopped: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -64,14 +70,16 @@ enum After {
 }
 
 impl Server {
-    pub fn new(max_connections: usize, authkey: Arc<[u8]>) -> Arc<Server> {
+    pub fn new(max_connections: usize) -> Arc<Server> {
+        let mut objects = HashMap::new();
+        let shared = objects::create(ObjKind::Namespace, &[], &[]).expect("an empty namespace");
+        objects.insert(SHARED_ID, Entry { obj: Arc::new(shared), refs: 1 });
         Arc::new(Server {
-            objects: Mutex::new(HashMap::new()),
+            objects: Mutex::new(objects),
             sessions: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(SHARED_ID + 1),
             connections: AtomicUsize::new(0),
             max_connections,
-            authkey,
             stopped: Mutex::new(false),
             stop_cv: Condvar::new(),
         })
@@ -82,6 +90,10 @@ impl Server {
         self.stop_cv.notify_all();
     }
 
+    fn is_stopped(&self) -> bool {
+        *lock(&self.stopped)
+    }
+
     pub fn wait_stopped(&self) {
         let mut s = lock(&self.stopped);
         while !*s {
@@ -89,12 +101,23 @@ impl Server {
         }
     }
 
-    /// Accepts connections forever, one thread each, up to `max_connections` at once.
-    pub fn run(self: &Arc<Self>, listener: UnixListener) {
+    /// Accepts connections, one thread each, up to `max_connections` at once, until `stop`;
+    /// then drops the listener (a Unix socket's path is removed). Connections being served
+    /// end when their clients hang up or the process exits.
+    pub fn run(self: &Arc<Self>, listener: Listener) {
         let mut n: u64 = 0;
         loop {
-            let conn = match transport::accept(&listener, &self.authkey) {
+            if self.is_stopped() {
+                return;
+            }
+            let conn = match transport::accept(&listener, ACCEPT_SLICE) {
                 Ok(c) => c,
+                Err(Error::Timeout { .. }) => continue,
+                Err(e @ (Error::Auth(_) | Error::Protocol(_))) => {
+                    // One peer's failure: the server carries on.
+                    log(format!("refused a connection: {e}"));
+                    continue;
+                }
                 Err(e) => {
                     log(e);
                     std::thread::sleep(Duration::from_millis(10));

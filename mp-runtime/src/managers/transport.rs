@@ -1,43 +1,44 @@
-//! Every connect and accept of the managers, in one file.
-//!
-//! TODO(listener): when `mp::Listener` / `mp::Client` land, replace the bodies here with
-//! `Listener::bind(addr, authkey)`, `listener.accept::<()>()` and
-//! `Client::connect::<()>(addr, authkey)`, which run the HMAC-SHA256 challenge both ways. Until
-//! then the authkey is carried everywhere but NOT checked: access is limited by the socket
-//! living in a private (0700) directory.
-
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+//! Every connect and accept of the managers, in one file: `mp::Listener` / `mp::Client`, so
+//! each connection runs the HMAC-SHA256 challenge in both directions before any request
+//! (`../listener/README.md`).
 
 use crate::connection::Connection;
 use crate::error::Error;
+use crate::listener::{Address, Client, Listener};
 
 /// One connection between a proxy's process and the server: raw-bytes frames.
 pub(crate) type Conn = Connection<()>;
 
-/// Listens on `path` (inside the manager's private directory).
-pub(crate) fn bind(path: &Path, _authkey: &[u8]) -> Result<UnixListener, Error> {
-    UnixListener::bind(path).map_err(|e| Error::io(format!("listening on {}", path.display()), e))
+/// Listens on `addr` (a Unix path inside the manager's private directory, or TCP), for
+/// clients holding `authkey`. Pending handshakes are bounded by the listener's limits.
+pub(crate) fn bind(addr: &Address, authkey: &[u8]) -> Result<Listener, Error> {
+    Listener::bind(addr, authkey)
 }
 
-/// Waits for the next client.
-pub(crate) fn accept(listener: &UnixListener, _authkey: &[u8]) -> Result<Conn, Error> {
-    let (stream, _) = listener.accept().map_err(|e| Error::io("accepting a manager connection", e))?;
-    Ok(Conn::from(stream))
+/// Waits for the next authenticated client. A peer that fails the handshake (wrong key, not
+/// an mp client) is an `Err` about that peer only: the caller logs it and accepts again.
+/// `Error::Timeout` after `timeout` (so the caller can notice it was asked to stop).
+pub(crate) fn accept(listener: &Listener, timeout: std::time::Duration) -> Result<Conn, Error> {
+    listener.accept_timeout::<()>(timeout)
 }
 
-/// Connects to the manager at `path`. A manager that is gone (socket removed or nobody
-/// listening) is `Error::Disconnected`.
-pub(crate) fn connect(path: &Path, _authkey: &[u8]) -> Result<Conn, Error> {
-    match UnixStream::connect(path) {
-        Ok(s) => Ok(Conn::from(s)),
-        Err(e)
-            if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+/// Connects to the manager at `addr` and authenticates both ways. A manager that is gone
+/// (socket removed or nobody listening) is `Error::Disconnected`; a wrong key `Error::Auth`.
+pub(crate) fn connect(addr: &Address, authkey: &[u8]) -> Result<Conn, Error> {
+    match Client::connect::<()>(addr, authkey) {
+        Ok(c) => Ok(c),
+        Err(Error::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
         {
-            Err(Error::Disconnected {
-                what: format!("the manager at {} (shut down or exited)", path.display()),
-            })
+            Err(Error::Disconnected { what: format!("the manager at {addr} (shut down or exited)") })
         }
-        Err(e) => Err(Error::io(format!("connecting to the manager at {}", path.display()), e)),
+        Err(Error::Auth(m)) => Err(Error::Auth(format!(
+            "the manager at {addr}: {m} (connect with the key the manager was started with: \
+             Manager::builder().authkey(..), by default mp::current_process().authkey())"
+        ))),
+        Err(e) => Err(e),
     }
 }

@@ -21,6 +21,8 @@ thread_local! {
     static PUSHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     // Set while encoding for a TCP connection: handles refuse at once, naming the alternative.
     static REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    // Set while encoding a value to store in a Manager: handles refuse, naming its own kinds.
+    static MANAGER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     // postcard drops custom error messages (it is no_std); ours are kept here.
     static LAST_CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -102,6 +104,20 @@ pub(crate) fn encode_remote<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>)
     encode_into(value, out)
 }
 
+/// Appends the encoding of `value` to `out` for a Manager's server (another process, maybe
+/// on another machine): a handle inside it is refused with an error naming the manager's own
+/// kinds of objects.
+pub(crate) fn encode_for_manager<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MANAGER.with(|r| r.set(self.0));
+        }
+    }
+    let _reset = Reset(MANAGER.with(|r| r.replace(true)));
+    encode_into(value, out)
+}
+
 /// Decodes a `T` from all of `bytes`; trailing bytes are an error (a type mismatch).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let (v, rest) =
@@ -175,6 +191,14 @@ pub(crate) fn take_collected_fds() -> Vec<OwnedFd> {
 
 /// Called by a handle's `Serialize`: hands `fd` to the frame being built, returns its index.
 pub(crate) fn push_fd(fd: OwnedFd, what: &str) -> Result<u32, String> {
+    if MANAGER.with(|r| r.get()) {
+        return Err(custom_error(format!(
+            "a {what} is backed by an OS handle (a file descriptor) and cannot be stored in or \
+             sent through a Manager, whose server is another process (maybe on another machine); \
+             use the manager's own objects instead (manager.lock(), manager.queue(), \
+             manager.value(), manager.event()), or pass the {what} to workers as an argument"
+        )));
+    }
     if REMOTE.with(|r| r.get()) {
         return Err(custom_error(format!(
             "a {what} is backed by an OS handle (a file descriptor) and cannot travel over TCP to \
