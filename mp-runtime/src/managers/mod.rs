@@ -199,7 +199,7 @@ impl ManagerBuilder {
             Err(e) => return Err(failed(e)),
         };
         let client = proxy::client(&address, &authkey);
-        Ok(Manager { address, authkey, state: State::Owner { child, dir }, client })
+        Ok(Manager { address, authkey, state: State::Owner { child: Box::new(child), dir }, client })
     }
 
     /// Listens in this process and returns the server, not yet serving (Python's
@@ -313,7 +313,7 @@ struct ManagerChild {
 /// How this `Manager` relates to its server.
 enum State {
     /// We started the server process: shutting down stops it.
-    Owner { child: ManagerChild, dir: Option<PathBuf> },
+    Owner { child: Box<ManagerChild>, dir: Option<PathBuf> },
     /// We connected to a server someone else runs.
     Connected,
     /// After `shutdown`.
@@ -603,7 +603,7 @@ impl Manager {
                 }
             }
             State::Owner { child, dir } => {
-                let ManagerChild { tracked, _sock, lifeline } = child;
+                let ManagerChild { tracked, _sock, lifeline } = *child;
                 // Closing the lifeline is the stop signal (the same as the owner exiting).
                 drop(lifeline);
                 let exited = tracked.child.wait(Some(Instant::now() + Duration::from_secs(5)));
