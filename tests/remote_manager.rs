@@ -42,6 +42,19 @@ fn put_from_a_child(q: QueueProxy<String>) {
     q.put("from a child".into()).unwrap();
 }
 
+/// A worker host for a listening pool: serves it with one worker process until it closes.
+#[mp::worker]
+fn host_workers(pool_addr: String) {
+    mp::serve_worker(pool_addr.as_str(), b"pool-key", 1).unwrap();
+}
+
+/// Runs on a pool's worker host: records `n * n` through a proxy it was handed.
+#[mp::worker]
+fn square_into(d: DictProxy<u64, u64>, n: u64) -> u64 {
+    d.insert(n, n * n).unwrap();
+    n
+}
+
 fn tcp_manager() -> Manager {
     Manager::builder().address("127.0.0.1:0").authkey(KEY.to_vec()).start().unwrap()
 }
@@ -126,6 +139,24 @@ fn proxies_from_a_connected_manager_pass_to_workers() {
     p.start().unwrap();
     p.join().unwrap();
     assert_eq!(q.get_timeout(Duration::from_secs(30)).unwrap(), "from a child");
+}
+
+#[mp::test]
+fn proxies_reach_a_pools_workers_on_another_host() {
+    let m = tcp_manager();
+    let d = m.dict::<u64, u64>().unwrap();
+    // Remote workers only: every task goes through the worker host, over TCP.
+    let pool = mp::Pool::builder().processes(0).listen("127.0.0.1:0", b"pool-key").build().unwrap();
+    let mut host = Process::new(host_workers, pool.address().unwrap().to_string());
+    host.start().unwrap();
+    pool.wait_for_workers(1, Duration::from_secs(30)).unwrap();
+    let done = pool.starmap(square_into, (0..10).map(|n| (d.clone(), n))).unwrap();
+    assert_eq!(done, (0..10).collect::<Vec<_>>());
+    assert_eq!(d.len().unwrap(), 10);
+    assert_eq!(d.get(&9).unwrap(), Some(81));
+    drop(pool);
+    // The host exits once the pool stops listening.
+    host.join_timeout(Duration::from_secs(30)).unwrap();
 }
 
 #[mp::test]

@@ -33,7 +33,13 @@ pub(crate) fn connect(addr: &Address, authkey: &[u8]) -> Result<Conn, Error> {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            Err(Error::Disconnected { what: format!("the manager at {addr} (shut down or exited)") })
+            let hint = if addr.is_tcp() {
+                "shut down or exited"
+            } else {
+                "shut down or exited; from another host, a manager must listen on TCP: \
+                 Manager::builder().address(\"0.0.0.0:port\")"
+            };
+            Err(Error::Disconnected { what: format!("the manager at {addr} ({hint})") })
         }
         Err(Error::Auth(m)) => Err(Error::Auth(format!(
             "the manager at {addr}: {m} (connect with the key the manager was started with: \
