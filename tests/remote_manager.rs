@@ -204,6 +204,12 @@ fn a_flood_of_unauthenticated_connections_is_bounded() {
     // The oldest 36 were closed by the server (it logs that on stderr), not kept.
     let closed = silent.iter_mut().take(36).map(closed_by_peer).filter(|&c| c).count();
     assert_eq!(closed, 36);
+    // A flood of wrong keys: each refused (logged at most once a second), none kept.
+    for _ in 0..50 {
+        assert!(matches!(Manager::connect(m.address(), b"guess"), Err(Error::Auth(_))));
+    }
+    q.put(6).unwrap();
+    assert_eq!(q.get().unwrap(), 6);
 }
 
 /// Reads a raw stream until the other side closes it; false if it stayed open 30 s.

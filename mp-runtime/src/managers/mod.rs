@@ -277,8 +277,10 @@ impl ManagerServer {
 
     /// Serves until a client calls [`Manager::shutdown`] on a manager it
     /// [connected](Manager::connect), then returns `Ok` (the listener is closed; a Unix
-    /// socket's path removed). Killing the process stops it too. Clients that fail the
-    /// handshake are logged on stderr and refused; the server carries on.
+    /// socket's path removed; connections still open are served until their clients hang
+    /// up or this process exits). Killing the process stops it too. Clients that fail the
+    /// handshake are refused and logged on stderr (at most a line a second); the server
+    /// carries on.
     pub fn serve_forever(self) -> Result<(), Error> {
         self.server.run(self.listener);
         Ok(())

@@ -106,6 +106,7 @@ impl Server {
     /// end when their clients hang up or the process exits.
     pub fn run(self: &Arc<Self>, listener: Listener) {
         let mut n: u64 = 0;
+        let (mut refused, mut last_log) = (0u64, None::<std::time::Instant>);
         loop {
             if self.is_stopped() {
                 return;
@@ -114,8 +115,20 @@ impl Server {
                 Ok(c) => c,
                 Err(Error::Timeout { .. }) => continue,
                 Err(e @ (Error::Auth(_) | Error::Protocol(_))) => {
-                    // One peer's failure: the server carries on.
-                    log(format!("refused a connection: {e}"));
+                    // One peer's failure: the server carries on. At most one line a second,
+                    // so a flood of bad clients cannot fill the log.
+                    refused += 1;
+                    let now = std::time::Instant::now();
+                    if last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                        let more = if refused > 1 {
+                            format!(" ({} refused since the last such line)", refused - 1)
+                        } else {
+                            String::new()
+                        };
+                        log(format!("refused a connection: {e}{more}"));
+                        last_log = Some(now);
+                        refused = 0;
+                    }
                     continue;
                 }
                 Err(e) => {
