@@ -36,7 +36,7 @@ typed_proxy!(DictProxy<K, V>);
 
 fn key_args<Q: Serialize + ?Sized>(raw: &RawProxy, key: &Q) -> Result<Option<Args>, Error> {
     let mut a = Args::new();
-    a.push(raw.addr(), key)?;
+    a.push(raw.target(), key)?;
     Ok(Some(a))
 }
 
@@ -52,7 +52,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// Sets `key` to `value`; returns the value it replaced.
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>, Error> {
         let mut a = Args::new();
-        a.push(self.raw.addr(), &key)?.push(self.raw.addr(), &value)?;
+        a.push(self.raw.target(), &key)?.push(self.raw.target(), &value)?;
         self.raw.call(Op::DictInsert, Some(a))
     }
 
@@ -124,7 +124,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<(), Error> {
         let mut a = Args::new();
         for (k, v) in items {
-            a.push(self.raw.addr(), &k)?.push(self.raw.addr(), &v)?;
+            a.push(self.raw.target(), &k)?.push(self.raw.target(), &v)?;
         }
         self.raw.call(Op::DictUpdate, Some(a))
     }

@@ -33,7 +33,7 @@ typed_proxy!(ListProxy<T>);
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     fn one(&self, value: &T) -> Result<Option<Args>, Error> {
         let mut a = Args::new();
-        a.push(self.raw.addr(), value)?;
+        a.push(self.raw.target(), value)?;
         Ok(Some(a))
     }
 
@@ -71,7 +71,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<(), Error> {
         let mut a = Args::new();
         for v in items {
-            a.push(self.raw.addr(), &v)?;
+            a.push(self.raw.target(), &v)?;
         }
         self.raw.call(Op::ListExtend, Some(a))
     }

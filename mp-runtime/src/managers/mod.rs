@@ -505,7 +505,7 @@ impl Manager {
         }
         let mut args = Args::new();
         if let Some(v) = init {
-            args.push(&self.address, v)?;
+            args.push(&self.client, v)?;
         }
         let mut buf = Vec::with_capacity(32 + args.buf.len());
         let head =

@@ -41,7 +41,7 @@ impl NamespaceProxy {
     /// Sets `name` to `value`.
     pub fn set<T: Serialize>(&self, name: &str, value: T) -> Result<(), Error> {
         let mut a = Args::new();
-        a.push(self.raw.addr(), &value)?;
+        a.push(self.raw.target(), &value)?;
         self.raw.call(Op::NsSet { name }, Some(a))
     }
 

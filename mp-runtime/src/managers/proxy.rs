@@ -90,9 +90,9 @@ pub(crate) struct Answer {
 impl Answer {
     /// Decodes the result; proxies inside it adopt the references the server took for us,
     /// and references nobody adopted are given back.
-    pub fn decode<R: DeserializeOwned>(self, client: &Client) -> Result<R, Error> {
+    pub fn decode<R: DeserializeOwned>(self, client: &Arc<Client>) -> Result<R, Error> {
         // Proxies of this manager inside the reply travel without their key: it is ours.
-        let prev_from = FROM.with(|f| f.borrow_mut().replace((client.addr.clone(), client.authkey.clone())));
+        let prev_from = FROM.with(|f| f.borrow_mut().replace(client.clone()));
         let r = self.decode_adopting(client);
         FROM.with(|f| *f.borrow_mut() = prev_from);
         r
@@ -120,7 +120,7 @@ impl Client {
             Request { obj: 0, acquire: false, op: Op::Hello { session: self.session }, refs: Vec::new() };
         codec::encode_into(&head, &mut buf)?;
         let answer = self.round_trip(&conn, &buf)?;
-        answer.decode::<()>(self)?;
+        answer.decode_adopting::<()>(self)?; // `()`: no proxies inside
         Ok(conn)
     }
 
@@ -200,15 +200,15 @@ impl Client {
 thread_local! {
     // Ids the server took references on for the reply being decoded on this thread.
     static ACQUIRED: RefCell<Option<Vec<u64>>> = const { RefCell::new(None) };
-    // The manager a reply being decoded on this thread comes from, with its key.
-    static FROM: RefCell<Option<(Address, Arc<[u8]>)>> = const { RefCell::new(None) };
+    // The client (manager and key) a reply being decoded on this thread came through.
+    static FROM: RefCell<Option<Arc<Client>>> = const { RefCell::new(None) };
     // While a request's blob is built on this thread: the manager it goes to, and the
     // proxies encoded so far (address, id).
     static ENCODED: RefCell<Option<Encoding>> = const { RefCell::new(None) };
 }
 
 struct Encoding {
-    target: Address,
+    target: Arc<Client>,
     found: Vec<(Address, u64)>,
 }
 
@@ -266,15 +266,15 @@ impl Args {
         Args { buf: Vec::with_capacity(64), refs: Vec::new(), count: 0 }
     }
 
-    /// Adds one blob, noting the proxies of manager `addr` inside it.
-    pub fn push<T: Serialize + ?Sized>(&mut self, addr: &Address, value: &T) -> Result<&mut Args, Error> {
-        let enc = Encoding { target: addr.clone(), found: Vec::new() };
+    /// Adds one blob for the manager of `to`, noting the proxies of that manager inside it.
+    pub fn push<T: Serialize + ?Sized>(&mut self, to: &Arc<Client>, value: &T) -> Result<&mut Args, Error> {
+        let enc = Encoding { target: to.clone(), found: Vec::new() };
         let prev = ENCODED.with(|e| e.borrow_mut().replace(enc));
         let r = push_blob(&mut self.buf, value);
         let found = ENCODED.with(|e| std::mem::replace(&mut *e.borrow_mut(), prev)).map(|e| e.found);
         r?;
         for (a, id) in found.unwrap_or_default() {
-            if a == *addr {
+            if a == to.addr {
                 self.refs.push((self.count, id));
             }
         }
@@ -305,8 +305,9 @@ impl RawProxy {
         r
     }
 
-    pub(crate) fn addr(&self) -> &Address {
-        &self.0.addr
+    /// The client of this proxy's manager in this process (where its requests go).
+    pub(crate) fn target(&self) -> &Arc<Client> {
+        self.0.client()
     }
 
     /// Sends `op` with `args` and returns the answer (`timed_out` for a blocking op's slice).
@@ -362,7 +363,7 @@ impl RawProxy {
     /// Calls method `method` of a `#[mp::managed]` object.
     pub fn call_method<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
         let mut a = Args::new();
-        a.push(self.addr(), args)?;
+        a.push(self.target(), args)?;
         self.call(Op::Call { method }, Some(a))
     }
 }
@@ -401,7 +402,7 @@ impl Serialize for RawProxy {
         let to_own_manager = ENCODED.with(|e| match &mut *e.borrow_mut() {
             Some(enc) => {
                 enc.found.push((h.addr.clone(), h.id));
-                enc.target == h.addr
+                enc.target.addr == h.addr
             }
             None => false,
         });
@@ -436,8 +437,8 @@ impl<'de> Deserialize<'de> for RawProxy {
             OwnedKey::Program => crate::process::authkey().into(),
             OwnedKey::Bytes(k) => k.into(),
             OwnedKey::Manager => {
-                let from =
-                    FROM.with(|f| f.borrow().as_ref().filter(|(a, _)| *a == w.addr).map(|(_, k)| k.clone()));
+                let from = FROM
+                    .with(|f| f.borrow().as_ref().filter(|c| c.addr == w.addr).map(|c| c.authkey.clone()));
                 match from.or_else(|| known_key(&w.addr)) {
                     Some(k) => k,
                     None => {

@@ -40,7 +40,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// Appends `value`.
     pub fn put(&self, value: T) -> Result<(), Error> {
         let mut a = Args::new();
-        a.push(self.raw.addr(), &value)?;
+        a.push(self.raw.target(), &value)?;
         self.raw.call(Op::QueuePut, Some(a))
     }
 

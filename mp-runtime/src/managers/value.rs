@@ -38,7 +38,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// Replaces the value.
     pub fn set(&self, value: T) -> Result<(), Error> {
         let mut a = Args::new();
-        a.push(self.raw.addr(), &value)?;
+        a.push(self.raw.target(), &value)?;
         self.raw.call(Op::ValueSet, Some(a))
     }
 }
