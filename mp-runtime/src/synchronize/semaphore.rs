@@ -80,6 +80,17 @@ impl Sem {
     /// `Some(previous_owner_died)`, or `None` if the deadline passed first. A waiter gives
     /// back the units of dead holders after 10 ms, then every 100 ms, keeping one.
     fn take(&self, deadline: Option<Instant>) -> Result<Option<bool>, Error> {
+        if self.try_take() {
+            return Ok(Some(false));
+        }
+        self.take_contended(deadline)
+    }
+
+    /// `take` once the counter was seen at zero (kept apart so the uncontended path reads no
+    /// clock).
+    #[cold]
+    #[inline(never)]
+    fn take_contended(&self, deadline: Option<Instant>) -> Result<Option<bool>, Error> {
         let word = self.word();
         let mut next_probe = Instant::now() + FIRST_PROBE;
         loop {
