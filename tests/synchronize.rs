@@ -1,8 +1,8 @@
 //! `mp::RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition` and `Barrier` across
 //! processes, with Python's semantics: re-entrancy and non-owner release, counts and timeouts,
 //! over-release, set / wait / clear, notify(n) / notify_all / wait_for, barrier passes in
-//! lockstep, abort, reset and timeouts, and an RLock holder or a semaphore holder SIGKILLed
-//! while holding it.
+//! lockstep, abort, reset and timeouts, and an RLock holder, a semaphore holder or a barrier
+//! party SIGKILLed while holding or waiting.
 
 mod common;
 
@@ -763,6 +763,41 @@ fn barrier_timeout_breaks_it() {
     assert!(matches!(barrier.wait_timeout(Duration::from_secs(1)), Err(Error::BrokenBarrier)));
     barrier.reset().unwrap();
     assert!(matches!(barrier.wait_timeout(Duration::from_millis(20)), Err(Error::Timeout { .. })));
+}
+
+#[mp::test]
+fn barrier_party_killed_while_waiting_breaks_it() {
+    let barrier = Barrier::new(3).unwrap();
+    // Kill the first party to arrive, then (after a reset) the latest: each is watched by a
+    // different live party.
+    for killed in [0, 1] {
+        let mut ps: Vec<_> =
+            (0..2).map(|_| Process::new(barrier_wait, (barrier.clone(), 10_000)).daemon(true)).collect();
+        for (i, p) in ps.iter_mut().enumerate() {
+            p.start().unwrap();
+            let start = Instant::now();
+            while barrier.n_waiting() < i as u32 + 1 {
+                assert!(start.elapsed() < Duration::from_secs(10), "party {i} did not arrive");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let pid = ps[killed].pid().unwrap();
+        ps[killed].kill().unwrap();
+        let mut survivor = ps.remove(1 - killed);
+        assert_eq!(survivor.join().unwrap(), Err("broken".to_string()), "killed party {killed}");
+        assert!(barrier.broken());
+        assert!(wait_gone(pid, Duration::from_secs(5)));
+        barrier.reset().unwrap();
+    }
+    // Usable again: a full pass.
+    let mut ps: Vec<_> = (0..2).map(|_| Process::new(barrier_wait, (barrier.clone(), 10_000))).collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    barrier.wait_timeout(Duration::from_secs(10)).unwrap();
+    for p in &mut ps {
+        assert!(p.join().unwrap().is_ok());
+    }
 }
 
 #[mp::worker]
