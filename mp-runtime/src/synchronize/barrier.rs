@@ -254,10 +254,15 @@ impl Barrier {
     /// last), at a cost of one `/proc` read per waiter per probe.
     #[cold]
     fn break_if_a_party_died(&self, generation: u32, index: u32) -> Result<(), Error> {
-        let _guard = self.lock.lock()?;
+        let guard = self.lock.lock()?;
         let p = self.phase().load(Ordering::Relaxed);
         if p >> 1 != generation || p & BROKEN != 0 {
             return Ok(()); // the caller sees what happened
+        }
+        if guard.previous_owner_died() {
+            // A party died arriving, as in `wait_until`.
+            self.break_now(p);
+            return Ok(());
         }
         let watched = match index {
             0 => self.word(COUNT).load(Ordering::Relaxed).saturating_sub(1),
