@@ -63,6 +63,7 @@ impl Sem {
     }
 
     /// Takes one unit if there is one, without waiting.
+    #[inline]
     fn try_take(&self) -> bool {
         let word = self.word();
         let mut w = word.load(Ordering::Relaxed);
@@ -79,6 +80,7 @@ impl Sem {
     /// Takes one unit, waiting until `deadline` (`None`: as long as it takes):
     /// `Some(previous_owner_died)`, or `None` if the deadline passed first. A waiter gives
     /// back the units of dead holders after 10 ms, then every 100 ms, keeping one.
+    #[inline]
     fn take(&self, deadline: Option<Instant>) -> Result<Option<bool>, Error> {
         if self.try_take() {
             return Ok(Some(false));
@@ -125,18 +127,25 @@ impl Sem {
 
     /// Gives back one unit; refuses to pass the bound (or the largest value).
     fn give(&self, what: &str) -> Result<(), Error> {
-        let bound = self.words.u32(BOUND).load(Ordering::Relaxed);
+        self.add_one().map_err(|bound| match bound {
+            VALUE => Error::invalid(format!("{what} released past its largest value {VALUE}")),
+            bound => Error::invalid(format!(
+                "{what} released too many times: its value is already its initial value {bound}"
+            )),
+        })
+    }
+
+    /// `give` without the error message (a guard's drop has no use for it): `Err(cap)` when
+    /// the value is already at its cap.
+    #[inline]
+    fn add_one(&self) -> Result<(), u32> {
+        let cap = self.cap();
         let word = self.word();
         let mut w = word.load(Ordering::Relaxed);
         loop {
             let v = w & VALUE;
-            if bound != UNBOUNDED && v >= bound {
-                return Err(Error::invalid(format!(
-                    "{what} released too many times: its value is already its initial value {bound}"
-                )));
-            }
-            if v == VALUE {
-                return Err(Error::invalid(format!("{what} released past its largest value {VALUE}")));
+            if v >= cap {
+                return Err(cap);
             }
             // The new value with WAITERS cleared: every sleeper is woken below, and those that
             // find no unit set the bit again before sleeping.
@@ -155,9 +164,20 @@ impl Sem {
     /// `UNTRACKED` when every slot counts another live process's units. Any slot that names
     /// this process will do (the units of one process may be spread over several); the
     /// search starts at a slot chosen by the identity, so processes rarely meet.
+    #[inline]
     fn track(&self) -> u32 {
         let me = u64::from(owner::me());
         let home = (me.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize % SLOTS;
+        // The usual case: this process holds no other unit and its home slot is free.
+        if self.slot(home).compare_exchange(0, me << 32 | 1, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            return home as u32;
+        }
+        self.track_search(me, home)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn track_search(&self, me: u64, home: usize) -> u32 {
         for k in 0..SLOTS {
             let i = (home + k) % SLOTS;
             let slot = self.slot(i);
@@ -181,13 +201,20 @@ impl Sem {
     /// Counts one unit less in slot `i` (from `track`): false if the slot no longer names
     /// this process — another process believed it dead and gave its units back already, or
     /// the guard is a `fork()`ed copy — so the caller must not give the unit back again.
+    #[inline]
     fn untrack(&self, i: u32) -> bool {
         if i == UNTRACKED {
             return true;
         }
         let me = u64::from(owner::me());
         let slot = self.slot(i as usize);
-        let mut s = slot.load(Ordering::Relaxed);
+        // The usual case: the guard's unit is the only one counted in its slot.
+        let mut s = me << 32 | 1;
+        if let Err(now) = slot.compare_exchange(s, 0, Ordering::Relaxed, Ordering::Relaxed) {
+            s = now;
+        } else {
+            return true;
+        }
         loop {
             if s >> 32 != me {
                 return false;
@@ -254,6 +281,7 @@ impl Sem {
     }
 
     /// A guard for a unit this thread has just taken.
+    #[inline]
     fn guard(&self, previous_owner_died: bool) -> SemaphoreGuard<'_> {
         SemaphoreGuard { sem: self, slot: self.track(), previous_owner_died }
     }
@@ -384,7 +412,7 @@ impl Drop for SemaphoreGuard<'_> {
         if self.sem.untrack(self.slot) {
             // Fails only if a bounded semaphore was over-released by someone else meanwhile
             // (that release already reported the mistake) or the count is at its maximum.
-            let _ = self.sem.give("a semaphore");
+            let _ = self.sem.add_one();
         }
     }
 }
