@@ -105,6 +105,9 @@ fn remote_only_pool_spreads_a_map_over_two_hosts() {
     pool.wait_for_workers(2, Duration::from_secs(30)).unwrap();
     let out = pool.map(square, 0..2000u64).unwrap();
     assert_eq!(out, (0..2000u64).map(|x| x * x).collect::<Vec<_>>());
+    // Tasks of 5 ms, one at a time: both hosts get some.
+    let out = pool.map_chunked(slow_square, 0..100u64, 1).unwrap();
+    assert_eq!(out, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
     let st = pool.stats();
     assert_eq!(st.workers.len(), 2, "{st:?}");
     assert!(st.workers.iter().all(|w| w.tasks > 0), "both hosts served: {st:?}");

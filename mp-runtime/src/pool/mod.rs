@@ -775,7 +775,7 @@ impl<W: Worker, I> std::fmt::Debug for IMap<'_, W, I> {
 impl<W: Worker, I: Iterator<Item = W::Args>> IMap<'_, W, I> {
     /// Keeps enough work queued to occupy every worker, and no more.
     fn top_up(&mut self) -> Result<(), Error> {
-        let window = self.pool.processes() * self.pool.shared.config.depth.unwrap_or(2) * 2;
+        let window = self.pool.workers_now() * self.pool.shared.config.depth.unwrap_or(2) * 2;
         while !self.exhausted && self.submitted < self.consumed + window * self.chunksize {
             if !self.fixed {
                 self.adapt();
@@ -804,7 +804,7 @@ impl<W: Worker, I: Iterator<Item = W::Args>> IMap<'_, W, I> {
         if done == 0 {
             return;
         }
-        let per_item = self.started.elapsed().as_secs_f64() * self.pool.processes() as f64 / done as f64;
+        let per_item = self.started.elapsed().as_secs_f64() * self.pool.workers_now() as f64 / done as f64;
         let target = if per_item > 0.0 { (0.01 / per_item) as usize } else { 4096 };
         self.chunksize = target.clamp(1, 4096);
     }
