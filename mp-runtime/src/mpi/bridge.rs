@@ -38,10 +38,12 @@ fn untag(t: Tag) -> (u8, u8) {
     (((t >> 8) & 0xff) as u8, (t & 0xff) as u8)
 }
 
-/// Idle turns spent polling without sleeping, then sleeps from `MIN_NAP` doubling to
-/// `MAX_NAP`. MPI has no descriptor to wait on: this bounds both the latency an MPI
-/// message sees and the CPU an idle bridge burns.
-const SPIN_TURNS: u32 = 200;
+/// Idle turns spent polling without sleeping (a few µs each), then sleeps from `MIN_NAP`
+/// doubling to `MAX_NAP`. MPI has no descriptor to wait on: this bounds both the latency an
+/// MPI message sees (≤ 1 ms) and the CPU an idle bridge burns (~1000 short wake-ups a
+/// second). A local socket that becomes ready ends a sleep at once. Measured with
+/// `benches/mpi.rs`: 200 spinning turns or none at all changed the ratio by less than noise.
+const SPIN_TURNS: u32 = 50;
 const MIN_NAP: Duration = Duration::from_micros(20);
 const MAX_NAP: Duration = Duration::from_millis(1);
 
@@ -64,6 +66,9 @@ static RANK0: OnceLock<Rank0> = OnceLock::new();
 type Ready = Result<(i32, i32), String>;
 
 pub(super) fn start() -> Result<(), Error> {
+    if RANK0.get().is_some() {
+        return Ok(()); // mp::init() called again on rank 0
+    }
     let wake = sys::eventfd().map_err(|e| Error::io("creating the MPI bridge's eventfd", e))?;
     let bridge_wake = wake.try_clone().map_err(|e| Error::io("dup of the MPI bridge's eventfd", e))?;
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Ready>(1);
@@ -335,8 +340,7 @@ fn rank0_local(world: &SimpleCommunicator, link: &mut Link, sends: &mut Vec<Owne
         link.close(); // the pool sees end of stream: its worker is gone
         return true;
     }
-    loop {
-        let Some(sock) = &link.sock else { break };
+    while let Some(sock) = &link.sock {
         match link.reader.try_read(sock.as_fd(), "an MPI pool's worker channel") {
             Ok(Some(f)) => {
                 worked = true;
