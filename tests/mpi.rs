@@ -38,6 +38,11 @@ fn nap(ms: u64) -> u64 {
 }
 
 #[mp::worker]
+fn bad_init(x: u32) {
+    panic!("no setup for {x}");
+}
+
+#[mp::worker]
 fn takes_conn(c: mp::Connection<u8>) -> u8 {
     c.recv().unwrap_or(0)
 }
@@ -92,6 +97,15 @@ fn scenario_pool() -> Result<(), Error> {
         Ok(_) => panic!("two pools on the same ranks"),
     }
     println!("ok one pool at a time");
+    drop(pool);
+
+    // An initializer that panics on the ranks fails every task with its panic, as locally.
+    let pool = Pool::builder().mpi().initializer(bad_init, 7).build()?;
+    match pool.map(square, 0..10) {
+        Err(Error::Panic { message, .. }) => assert!(message.contains("no setup for 7"), "{message}"),
+        other => panic!("expected the initializer's panic, got {other:?}"),
+    }
+    println!("ok initializer");
     drop(pool);
 
     // A task over the timeout fails alone; its rank leaves the pool, the other goes on.
@@ -172,6 +186,7 @@ fn main() {
                 "ok panic",
                 "ok handles refused",
                 "ok one pool at a time",
+                "ok initializer",
                 "ok task_timeout",
                 "ok par_map",
             ];
