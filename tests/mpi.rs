@@ -108,18 +108,24 @@ fn scenario_pool() -> Result<(), Error> {
     println!("ok initializer");
     drop(pool);
 
-    // A task over the timeout fails alone; its rank leaves the pool, the other goes on.
+    // A task over the timeout fails alone; its rank leaves the pool, the other goes on. When
+    // the second rank times out too, the pool has no worker left: the rest fails at once.
     let pool = Pool::builder().mpi().task_timeout(Duration::from_millis(500)).prefetch(1).build()?;
-    let results: Vec<Result<u64, Error>> =
-        pool.imap_chunked(nap, vec![3000, 10, 10, 10, 10, 10], 1)?.collect();
+    let naps = vec![3000, 10, 10, 10, 10, 10, 3000, 10];
+    let results: Vec<Result<u64, Error>> = pool.imap_chunked(nap, naps, 1)?.collect();
+    let timed_out =
+        |r: &Result<u64, Error>| matches!(r, Err(Error::Timeout { what, .. }) if what.contains("MPI rank"));
+    assert!(timed_out(&results[0]), "{results:?}");
+    assert!(results[1..6].iter().all(|r| matches!(r, Ok(10))), "{results:?}");
+    println!("ok task_timeout");
+    assert!(timed_out(&results[6]), "{results:?}");
     assert!(
-        matches!(&results[0], Err(Error::Timeout { what, .. }) if what.contains("MPI rank")),
+        matches!(&results[7], Err(Error::Disconnected { what }) if what.contains("no worker left")),
         "{results:?}"
     );
-    assert!(results[1..].iter().all(|r| matches!(r, Ok(10))), "{results:?}");
-    assert_eq!(pool.processes(), 2);
-    assert_eq!(pool.stats().workers.len(), 1);
-    println!("ok task_timeout");
+    assert!(pool.stats().workers.is_empty());
+    assert!(matches!(pool.apply(square, 2), Err(Error::Disconnected { .. })));
+    println!("ok no worker left");
     drop(pool);
 
     // The default pool is the MPI pool; the rank stuck in its nap rejoins when it ends.
@@ -134,7 +140,7 @@ fn scenario_pool() -> Result<(), Error> {
 }
 
 /// Rank 0 of `mpirun -n 1`: no rank to serve, so `.mpi()` says so and `par_map` is local.
-fn scenario_single() -> Result<(), Error> {
+fn smoke() -> Result<(), Error> {
     match Pool::builder().mpi().build() {
         Err(e) => assert!(e.to_string().contains("single rank"), "{e}"),
         Ok(_) => panic!("an MPI pool without worker ranks"),
@@ -174,7 +180,7 @@ fn check(ranks: u32, scenario: &str, expected: &[&str]) {
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("scenario-pool") => scenario_pool().unwrap(),
-        Some("scenario-single") => scenario_single().unwrap(),
+        Some("smoke") => smoke().unwrap(),
         _ => {
             let pool_lines = [
                 "ok workers 2",
@@ -188,10 +194,11 @@ fn main() {
                 "ok one pool at a time",
                 "ok initializer",
                 "ok task_timeout",
+                "ok no worker left",
                 "ok par_map",
             ];
+            check(1, "smoke", &["ok single"]);
             check(3, "scenario-pool", &pool_lines);
-            check(1, "scenario-single", &["ok single"]);
         }
     }
 }

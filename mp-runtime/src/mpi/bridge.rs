@@ -466,7 +466,12 @@ fn worker_loop(world: &SimpleCommunicator, sessions: Sender<OwnedFd>) {
             }
         }
         if let Some(s) = session.as_mut() {
-            let mut ended = s.out.flush(s.sock.as_fd()).is_err();
+            if s.out.flush(s.sock.as_fd()).is_err() {
+                // The serve loop closed its end (a failed initializer): drop what it will
+                // never read, but still forward what it wrote before closing.
+                s.out = Outbox::default();
+            }
+            let mut ended = false;
             while !ended {
                 match s.reader.try_read(s.sock.as_fd(), "the MPI bridge's channel") {
                     Ok(Some(f)) => {
