@@ -345,7 +345,13 @@ fn rank0_local(world: &SimpleCommunicator, link: &mut Link, sends: &mut Vec<Owne
             Ok(Some(f)) => {
                 worked = true;
                 if !f.fds.is_empty() {
-                    refuse_handles(link, &f.payload);
+                    let why = "a handle (Connection, Queue, Lock, Value, SharedMemory...) cannot be \
+                               passed to a worker on another MPI rank";
+                    refuse(link, &f.payload, why);
+                    continue;
+                }
+                if f.payload.len() > MAX_MESSAGE {
+                    refuse(link, &f.payload, "a task over 2 GiB does not fit in one MPI message");
                     continue;
                 }
                 let to = world.process_at_rank(link.rank);
@@ -361,12 +367,14 @@ fn rank0_local(world: &SimpleCommunicator, link: &mut Link, sends: &mut Vec<Owne
     worked
 }
 
-/// A task whose arguments carry descriptors cannot cross to another host: answer it here.
-fn refuse_handles(link: &mut Link, payload: &[u8]) {
+/// MPI counts are `int`: one message holds at most this many bytes.
+const MAX_MESSAGE: usize = i32::MAX as usize;
+
+/// A task that cannot cross to another host: answer it here, saying `why`.
+fn refuse(link: &mut Link, payload: &[u8], why: &str) {
     let id = codec::decode_prefix::<TaskHead<'_>>(payload).map_or(0, |(h, _)| h.id);
     let message = format!(
-        "a handle (Connection, Queue, Lock, Value, SharedMemory...) cannot be passed to a worker \
-         on another MPI rank (MPI rank {} on {}): pass plain data, or use a local Pool for it",
+        "{why} (MPI rank {} on {}): pass plain data, or use a local Pool for it",
         link.rank, link.host
     );
     let reply = bootstrap::failure_reply(id, Failure::Other { message });
