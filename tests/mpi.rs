@@ -139,6 +139,21 @@ fn scenario_pool() -> Result<(), Error> {
     Ok(())
 }
 
+#[mp::worker]
+fn big(mib: usize) -> Vec<u8> {
+    vec![7; mib << 20]
+}
+
+/// Rank 0 returns from `main` while the ranks are still sending it 64 MiB results: the
+/// job still ends, with code 0.
+fn scenario_exit_busy() -> Result<(), Error> {
+    let mut results = big.par_imap(vec![64; 6])?;
+    assert_eq!(results.next().expect("one result")?.len(), 64 << 20);
+    println!("ok exit while busy");
+    std::mem::forget(results);
+    Ok(())
+}
+
 /// Rank 0 of `mpirun -n 1`: no rank to serve, so `.mpi()` says so and `par_map` is local.
 fn smoke() -> Result<(), Error> {
     match Pool::builder().mpi().build() {
@@ -181,6 +196,7 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("scenario-pool") => scenario_pool().unwrap(),
         Some("smoke") => smoke().unwrap(),
+        Some("scenario-exit-busy") => scenario_exit_busy().unwrap(),
         _ => {
             let pool_lines = [
                 "ok workers 2",
@@ -199,6 +215,7 @@ fn main() {
             ];
             check(1, "smoke", &["ok single"]);
             check(3, "scenario-pool", &pool_lines);
+            check(3, "scenario-exit-busy", &["ok exit while busy"]);
         }
     }
 }

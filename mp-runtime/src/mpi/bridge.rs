@@ -288,10 +288,8 @@ fn rank0_loop(world: &SimpleCommunicator, mut links: Vec<Link>, wake: &OwnedFd) 
             (c.attach.take(), c.exit)
         };
         if exit {
-            for link in &links {
-                sends.push(OwnedSend::start(&world.process_at_rank(link.rank), tag(0, EXIT), Vec::new()));
-            }
-            sends.into_iter().for_each(OwnedSend::wait);
+            drop(links); // the pools' sockets: nothing more goes to them
+            finish_job(world, sends);
             return;
         }
         if let Some(reply) = attach {
@@ -313,6 +311,29 @@ fn rank0_loop(world: &SimpleCommunicator, mut links: Vec<Link>, wake: &OwnedFd) 
         backoff.turn(worked, &fds, links.is_empty());
         sys::eventfd_drain(wake.as_fd());
     }
+}
+
+/// Rank 0 at exit: tells every rank, and keeps receiving (and dropping) what they still
+/// send until each acknowledges, so a rank never waits forever on a send to us before it
+/// can finalize. Bounded: a rank that never answers is left to MPI_Finalize.
+fn finish_job(world: &SimpleCommunicator, mut sends: Vec<OwnedSend>) {
+    let ranks = world.size() - 1;
+    for r in 1..=ranks {
+        sends.push(OwnedSend::start(&world.process_at_rank(r), tag(0, EXIT), Vec::new()));
+    }
+    let (mut acks, give_up) = (0, Instant::now() + Duration::from_secs(10));
+    let mut backoff = Backoff { idle: 0 };
+    while acks < ranks && Instant::now() < give_up {
+        let mut worked = false;
+        while let Some(probed) = world.any_process().immediate_matched_probe() {
+            let (_, status) = probed.matched_receive_vec::<u8>();
+            acks += i32::from(untag(status.tag()).1 == EXIT);
+            worked = true;
+        }
+        sends.retain_mut(|s| !s.test());
+        backoff.turn(worked, &[], false);
+    }
+    sends.into_iter().for_each(OwnedSend::wait);
 }
 
 /// `RANK0` is set by the thread that started us right after our ready message.
@@ -444,7 +465,9 @@ fn worker_loop(world: &SimpleCommunicator, sessions: Sender<OwnedFd>) {
             match code {
                 EXIT => {
                     drop(session);
+                    // Rank 0 keeps receiving until we acknowledge: our sends complete.
                     sends.into_iter().for_each(OwnedSend::wait);
+                    zero.send_with_tag(&[0u8][..], tag(0, EXIT));
                     return;
                 }
                 DETACH => {
