@@ -114,6 +114,9 @@ pub(super) fn attach_ranks() -> Result<Vec<Attached>, Error> {
              serve the pool; start it with mpirun -n 2 or more",
         ));
     }
+    // One request at a time: the bridge answers the one it finds.
+    static ATTACHING: Mutex<()> = Mutex::new(());
+    let _one = ATTACHING.lock().unwrap_or_else(|p| p.into_inner());
     let (tx, rx) = mpsc::sync_channel(1);
     rank0.control.lock().unwrap_or_else(|p| p.into_inner()).attach = Some(tx);
     sys::eventfd_signal(rank0.wake.as_fd());
