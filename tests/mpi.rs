@@ -97,6 +97,10 @@ fn scenario_pool() -> Result<(), Error> {
         Ok(_) => panic!("two pools on the same ranks"),
     }
     println!("ok one pool at a time");
+    match Pool::builder().mpi().max_memory(1 << 30).build() {
+        Err(e) => assert!(e.to_string().contains("do not apply to an MPI pool"), "{e}"),
+        Ok(_) => panic!("max_memory on MPI ranks"),
+    }
     drop(pool);
 
     // An initializer that panics on the ranks fails every task with its panic, as locally.
