@@ -38,6 +38,13 @@
 //!   pointer is needed write `*square` (for example `iter.map(*square)`).
 //! * Arguments and results are encoded with postcard: types using `#[serde(flatten)]`,
 //!   untagged enums or `serde_json::Value` are refused with `Error::Codec`.
+//!
+//! ## Cargo features
+//!
+//! * `progress`: progress bars for pool maps (`PoolBuilder::progress`).
+//! * `mpi`: under `mpirun`/`srun`, rank 0 runs `main` and the default pool runs on the other
+//!   ranks ([`PoolBuilder::mpi`]); needs an MPI library (Open MPI, MPICH) and libclang to
+//!   build. Without it nothing of MPI is compiled.
 
 #![deny(unsafe_code)]
 

@@ -38,6 +38,11 @@ fn nap(ms: u64) -> u64 {
 }
 
 #[mp::worker]
+fn bad_init(x: u32) {
+    panic!("no setup for {x}");
+}
+
+#[mp::worker]
 fn takes_conn(c: mp::Connection<u8>) -> u8 {
     c.recv().unwrap_or(0)
 }
@@ -92,20 +97,39 @@ fn scenario_pool() -> Result<(), Error> {
         Ok(_) => panic!("two pools on the same ranks"),
     }
     println!("ok one pool at a time");
+    match Pool::builder().mpi().max_memory(1 << 30).build() {
+        Err(e) => assert!(e.to_string().contains("do not apply to an MPI pool"), "{e}"),
+        Ok(_) => panic!("max_memory on MPI ranks"),
+    }
     drop(pool);
 
-    // A task over the timeout fails alone; its rank leaves the pool, the other goes on.
+    // An initializer that panics on the ranks fails every task with its panic, as locally.
+    let pool = Pool::builder().mpi().initializer(bad_init, 7).build()?;
+    match pool.map(square, 0..10) {
+        Err(Error::Panic { message, .. }) => assert!(message.contains("no setup for 7"), "{message}"),
+        other => panic!("expected the initializer's panic, got {other:?}"),
+    }
+    println!("ok initializer");
+    drop(pool);
+
+    // A task over the timeout fails alone; its rank leaves the pool, the other goes on. When
+    // the second rank times out too, the pool has no worker left: the rest fails at once.
     let pool = Pool::builder().mpi().task_timeout(Duration::from_millis(500)).prefetch(1).build()?;
-    let results: Vec<Result<u64, Error>> =
-        pool.imap_chunked(nap, vec![3000, 10, 10, 10, 10, 10], 1)?.collect();
+    let naps = vec![3000, 10, 10, 10, 10, 10, 3000, 10];
+    let results: Vec<Result<u64, Error>> = pool.imap_chunked(nap, naps, 1)?.collect();
+    let timed_out =
+        |r: &Result<u64, Error>| matches!(r, Err(Error::Timeout { what, .. }) if what.contains("MPI rank"));
+    assert!(timed_out(&results[0]), "{results:?}");
+    assert!(results[1..6].iter().all(|r| matches!(r, Ok(10))), "{results:?}");
+    println!("ok task_timeout");
+    assert!(timed_out(&results[6]), "{results:?}");
     assert!(
-        matches!(&results[0], Err(Error::Timeout { what, .. }) if what.contains("MPI rank")),
+        matches!(&results[7], Err(Error::Disconnected { what }) if what.contains("no worker left")),
         "{results:?}"
     );
-    assert!(results[1..].iter().all(|r| matches!(r, Ok(10))), "{results:?}");
-    assert_eq!(pool.processes(), 2);
-    assert_eq!(pool.stats().workers.len(), 1);
-    println!("ok task_timeout");
+    assert!(pool.stats().workers.is_empty());
+    assert!(matches!(pool.apply(square, 2), Err(Error::Disconnected { .. })));
+    println!("ok no worker left");
     drop(pool);
 
     // The default pool is the MPI pool; the rank stuck in its nap rejoins when it ends.
@@ -119,8 +143,23 @@ fn scenario_pool() -> Result<(), Error> {
     Ok(())
 }
 
+#[mp::worker]
+fn big(mib: usize) -> Vec<u8> {
+    vec![7; mib << 20]
+}
+
+/// Rank 0 returns from `main` while the ranks are still sending it 64 MiB results: the
+/// job still ends, with code 0.
+fn scenario_exit_busy() -> Result<(), Error> {
+    let mut results = big.par_imap(vec![64; 6])?;
+    assert_eq!(results.next().expect("one result")?.len(), 64 << 20);
+    println!("ok exit while busy");
+    std::mem::forget(results);
+    Ok(())
+}
+
 /// Rank 0 of `mpirun -n 1`: no rank to serve, so `.mpi()` says so and `par_map` is local.
-fn scenario_single() -> Result<(), Error> {
+fn smoke() -> Result<(), Error> {
     match Pool::builder().mpi().build() {
         Err(e) => assert!(e.to_string().contains("single rank"), "{e}"),
         Ok(_) => panic!("an MPI pool without worker ranks"),
@@ -160,7 +199,8 @@ fn check(ranks: u32, scenario: &str, expected: &[&str]) {
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("scenario-pool") => scenario_pool().unwrap(),
-        Some("scenario-single") => scenario_single().unwrap(),
+        Some("smoke") => smoke().unwrap(),
+        Some("scenario-exit-busy") => scenario_exit_busy().unwrap(),
         _ => {
             let pool_lines = [
                 "ok workers 2",
@@ -172,11 +212,14 @@ fn main() {
                 "ok panic",
                 "ok handles refused",
                 "ok one pool at a time",
+                "ok initializer",
                 "ok task_timeout",
+                "ok no worker left",
                 "ok par_map",
             ];
+            check(1, "smoke", &["ok single"]);
             check(3, "scenario-pool", &pool_lines);
-            check(1, "scenario-single", &["ok single"]);
+            check(3, "scenario-exit-busy", &["ok exit while busy"]);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `mp::RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition` and `Barrier` across
 //! processes, with Python's semantics: re-entrancy and non-owner release, counts and timeouts,
 //! over-release, set / wait / clear, notify(n) / notify_all / wait_for, barrier passes in
-//! lockstep, abort, reset and timeouts, and an RLock holder SIGKILLed while holding it.
+//! lockstep, abort, reset and timeouts, and an RLock holder, a semaphore holder or a barrier
+//! party SIGKILLed while holding or waiting.
 
 mod common;
 
@@ -66,6 +67,31 @@ fn sem_wait_ms(sem: Semaphore) -> u64 {
     let start = Instant::now();
     sem.acquire_timeout(Duration::from_secs(10)).expect("a unit within 10 s").keep();
     start.elapsed().as_millis() as u64
+}
+
+/// Holds `n` units of `sem` through guards, reports the value left, and sleeps until killed.
+#[mp::worker]
+fn sem_hold_until_killed(sem: Semaphore, n: u32, ready: Connection<u32>) {
+    let _units: Vec<_> = (0..n).map(|_| sem.acquire().unwrap()).collect();
+    ready.send(sem.value()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// As `sem_hold_until_killed`, for a bounded semaphore.
+#[mp::worker]
+fn bounded_hold_until_killed(sem: BoundedSemaphore, n: u32, ready: Connection<u32>) {
+    let _units: Vec<_> = (0..n).map(|_| sem.acquire().unwrap()).collect();
+    ready.send(sem.value()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Takes a unit (within 10 s) and keeps it: whether it came from a dead holder.
+#[mp::worker]
+fn bounded_take(sem: BoundedSemaphore) -> bool {
+    let unit = sem.acquire_timeout(Duration::from_secs(10)).expect("a unit within 10 s");
+    let died = unit.previous_owner_died();
+    unit.keep();
+    died
 }
 
 #[mp::worker]
@@ -397,6 +423,70 @@ fn semaphore_admits_at_most_its_value() {
 }
 
 #[mp::test]
+fn semaphore_holder_sigkilled_units_given_back() {
+    let sem = Semaphore::new(3).unwrap();
+    let (rx, tx) = Pipe::new::<u32>().unwrap();
+    let mut holder = Process::new(sem_hold_until_killed, (sem.clone(), 2, tx)).daemon(true);
+    holder.start().unwrap();
+    assert_eq!(rx.recv().unwrap(), 1, "the holder took 2 of 3");
+    let pid = holder.pid().unwrap();
+    holder.kill().unwrap();
+
+    let units: Vec<_> =
+        (0..3).map(|_| sem.acquire_timeout(Duration::from_secs(5)).expect("all 3 units come back")).collect();
+    let died: Vec<bool> = units.iter().map(|u| u.previous_owner_died()).collect();
+    assert_eq!(died.iter().filter(|d| **d).count(), 1, "one acquisition reports the dead holder: {died:?}");
+    assert!(!died[0], "the free unit is an ordinary one");
+    assert_eq!(sem.value(), 0);
+    assert!(sem.try_acquire().is_none(), "nothing is given back twice");
+    drop(units);
+    assert_eq!(sem.value(), 3);
+    assert!(wait_gone(pid, Duration::from_secs(5)));
+}
+
+#[mp::test]
+fn semaphore_signals_from_exited_processes_are_not_given_back() {
+    // Semaphore(0) as a signal: the releasing child exits, the parent gets exactly its units.
+    let sem = Semaphore::new(0).unwrap();
+    let mut signaller = Process::new(sem_release, (sem.clone(), 2));
+    signaller.start().unwrap();
+    signaller.join().unwrap();
+    // A consumer that keeps a unit and exits: the unit was consumed, not held.
+    let mut consumer = Process::new(sem_take, (sem.clone(), 5_000));
+    consumer.start().unwrap();
+    assert!(consumer.join().unwrap());
+    let unit = sem.acquire_timeout(Duration::from_secs(5)).unwrap();
+    assert!(!unit.previous_owner_died());
+    unit.keep();
+    assert!(sem.try_acquire().is_none(), "exactly the released units, none invented");
+    assert!(matches!(sem.acquire_timeout(Duration::from_millis(150)), Err(Error::Timeout { .. })));
+    assert_eq!(sem.value(), 0);
+}
+
+#[mp::test]
+fn bounded_semaphore_reclaimed_once_and_within_its_bound() {
+    let sem = BoundedSemaphore::new(2).unwrap();
+    let (rx, tx) = Pipe::new::<u32>().unwrap();
+    let mut holder = Process::new(bounded_hold_until_killed, (sem.clone(), 2, tx)).daemon(true);
+    holder.start().unwrap();
+    assert_eq!(rx.recv().unwrap(), 0);
+    // Two waiters notice the death; the units are given back once between them.
+    let mut waiters: Vec<_> = (0..2).map(|_| Process::new(bounded_take, sem.clone())).collect();
+    for p in &mut waiters {
+        p.start().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    holder.kill().unwrap();
+    let died: Vec<bool> = waiters.iter_mut().map(|p| p.join().unwrap()).collect();
+    assert_eq!(died.iter().filter(|d| **d).count(), 1, "{died:?}");
+    assert_eq!(sem.value(), 0, "each waiter kept one unit; none was counted twice");
+    sem.release().unwrap();
+    sem.release().unwrap();
+    assert!(matches!(sem.release(), Err(Error::Invalid(_))), "the bound holds");
+    assert_eq!(sem.value(), 2);
+}
+
+#[mp::test]
 fn bounded_semaphore_over_release() {
     let sem = BoundedSemaphore::new(2).unwrap();
     let release_in_child = || {
@@ -673,6 +763,41 @@ fn barrier_timeout_breaks_it() {
     assert!(matches!(barrier.wait_timeout(Duration::from_secs(1)), Err(Error::BrokenBarrier)));
     barrier.reset().unwrap();
     assert!(matches!(barrier.wait_timeout(Duration::from_millis(20)), Err(Error::Timeout { .. })));
+}
+
+#[mp::test]
+fn barrier_party_killed_while_waiting_breaks_it() {
+    let barrier = Barrier::new(3).unwrap();
+    // Kill the first party to arrive, then (after a reset) the latest: each is watched by a
+    // different live party.
+    for killed in [0, 1] {
+        let mut ps: Vec<_> =
+            (0..2).map(|_| Process::new(barrier_wait, (barrier.clone(), 10_000)).daemon(true)).collect();
+        for (i, p) in ps.iter_mut().enumerate() {
+            p.start().unwrap();
+            let start = Instant::now();
+            while barrier.n_waiting() < i as u32 + 1 {
+                assert!(start.elapsed() < Duration::from_secs(10), "party {i} did not arrive");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let pid = ps[killed].pid().unwrap();
+        ps[killed].kill().unwrap();
+        let mut survivor = ps.remove(1 - killed);
+        assert_eq!(survivor.join().unwrap(), Err("broken".to_string()), "killed party {killed}");
+        assert!(barrier.broken());
+        assert!(wait_gone(pid, Duration::from_secs(5)));
+        barrier.reset().unwrap();
+    }
+    // Usable again: a full pass.
+    let mut ps: Vec<_> = (0..2).map(|_| Process::new(barrier_wait, (barrier.clone(), 10_000))).collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    barrier.wait_timeout(Duration::from_secs(10)).unwrap();
+    for p in &mut ps {
+        assert!(p.join().unwrap().is_ok());
+    }
 }
 
 #[mp::worker]

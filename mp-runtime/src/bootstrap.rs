@@ -138,7 +138,9 @@ pub(crate) fn identity() -> &'static Identity {
 /// Prepares this process for mp. Call it first in `main`; `#[mp::main]` and `#[mp::test]` do.
 ///
 /// In the parent it returns at once. In a child started by mp it never returns: it runs the
-/// worker it is sent and exits. If two workers are registered under the same name, it prints
+/// worker it is sent and exits. Under `mpirun`/`srun` with the `mpi` feature it starts MPI;
+/// rank 0 returns, and the other ranks never do: they serve rank 0's pools, then exit 0
+/// when rank 0 exits. If two workers are registered under the same name, it prints
 /// both locations and exits with code 2; use [`try_init`] to handle that yourself.
 ///
 /// # Examples
@@ -313,8 +315,6 @@ fn serve_session(sock: OwnedFd) -> i32 {
                             return fatal(&e);
                         }
                     }
-                    // The parent (or the pool an MPI rank served) is gone: nobody to tell.
-                    Err(Error::Disconnected { .. }) => return 0,
                     Err(e) => return fatal(&e),
                 }
                 if one_shot {
@@ -330,6 +330,10 @@ fn serve_session(sock: OwnedFd) -> i32 {
 }
 
 fn fatal(e: &Error) -> i32 {
+    // The parent (or the pool an MPI rank served) is gone: nobody to tell.
+    if matches!(e, Error::Disconnected { .. }) {
+        return 0;
+    }
     eprintln!("mp child {}: {e}", std::process::id());
     70
 }

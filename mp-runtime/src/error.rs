@@ -124,10 +124,11 @@ pub enum Error {
     },
 
     /// A [`Barrier`](crate::Barrier) was broken (Python's `BrokenBarrierError`): it was
-    /// aborted, reset while parties waited, a party timed out, or its action panicked.
+    /// aborted, reset while parties waited, a party timed out or died while waiting, or its
+    /// action panicked.
     #[error(
-        "the barrier is broken (aborted, reset while parties waited, a party timed out, or its \
-             action panicked); call reset() before using it again"
+        "the barrier is broken (aborted, reset while parties waited, a party timed out or died \
+             while waiting, or its action panicked); call reset() before using it again"
     )]
     BrokenBarrier,
 

@@ -1,7 +1,6 @@
 //! A pool that listens: worker hosts (`MP_CONNECT=addr MP_AUTHKEY=… ./app`, see
 //! `remote.rs`) connect, authenticate, say who they are, and become attached workers.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -74,7 +73,6 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
             pid: hello.pid,
             label,
         });
-        shared.remote_workers.fetch_add(1, Ordering::Relaxed);
         shared.notify();
     }
 }

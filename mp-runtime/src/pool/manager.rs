@@ -379,6 +379,8 @@ impl Manager {
                     let pid = slot.pid();
                     self.slots.push(Some(slot));
                     self.stats(|st| st.workers.push(WorkerStats { pid, ..Default::default() }));
+                    // Counted once it can take tasks (`Pool::wait_for_workers`).
+                    self.shared.remote_workers.fetch_add(1, Ordering::Relaxed);
                 }
                 // The worker's connection is dropped; its host starts another.
                 Err(e) => eprintln!("mp: a remote worker could not be set up: {e}"),

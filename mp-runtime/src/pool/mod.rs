@@ -110,8 +110,10 @@ impl PoolBuilder {
     /// them. It fails too, saying why, when the program was not started by an MPI launcher,
     /// when the job has a single rank, or when mp was built without its `mpi` feature.
     ///
-    /// A rank that dies (segfault, abort, kill) makes MPI abort the whole job: that is
-    /// MPI's contract, unlike a local pool, which replaces the worker. A panic in a task is
+    /// `maxtasksperchild` and `max_memory` are refused (a rank cannot be replaced, and a
+    /// memory limit would stay on it). A rank that dies (segfault, abort, kill) makes MPI
+    /// abort the whole job: that is MPI's contract, unlike a local pool, which replaces the
+    /// worker. A panic in a task is
     /// only an `Error::Panic` for that item. At `task_timeout` the item fails and that rank
     /// leaves the pool (it cannot be killed without ending the job); when no rank is left,
     /// tasks fail with `Error::Disconnected` instead of waiting.
@@ -126,7 +128,7 @@ impl PoolBuilder {
     /// match mp::Pool::builder().mpi().build() {
     ///     Ok(pool) => assert_eq!(pool.map(square, 0..4).unwrap(), vec![0, 1, 4, 9]),
     ///     // Not started by mpirun (or built without the `mpi` feature): a clear error.
-    ///     Err(e) => assert!(e.to_string().contains("MPI"), "{e}"),
+    ///     Err(e) => assert!(e.to_string().to_lowercase().contains("mpi"), "{e}"),
     /// }
     /// ```
     pub fn mpi(mut self) -> Self {
@@ -278,6 +280,15 @@ impl PoolBuilder {
     /// Starts the workers.
     pub fn build(self) -> Result<Pool, Error> {
         if self.mpi {
+            // Options that need replaceable workers, or that would outlive the pool on a
+            // rank (an address-space limit cannot be raised again), are refused.
+            if self.maxtasksperchild.is_some() || self.max_memory.is_some() {
+                return Err(Error::invalid(
+                    "maxtasksperchild and max_memory do not apply to an MPI pool (a rank cannot be \
+                     replaced, and a memory limit would stay on it for the rest of the job); use \
+                     them on a local pool",
+                ));
+            }
             // Check the options before taking the ranks.
             self.config(1)?;
             let attached = crate::mpi::attach_ranks()?;
@@ -775,7 +786,7 @@ impl<W: Worker, I> std::fmt::Debug for IMap<'_, W, I> {
 impl<W: Worker, I: Iterator<Item = W::Args>> IMap<'_, W, I> {
     /// Keeps enough work queued to occupy every worker, and no more.
     fn top_up(&mut self) -> Result<(), Error> {
-        let window = self.pool.processes() * self.pool.shared.config.depth.unwrap_or(2) * 2;
+        let window = self.pool.workers_now() * self.pool.shared.config.depth.unwrap_or(2) * 2;
         while !self.exhausted && self.submitted < self.consumed + window * self.chunksize {
             if !self.fixed {
                 self.adapt();
@@ -804,7 +815,7 @@ impl<W: Worker, I: Iterator<Item = W::Args>> IMap<'_, W, I> {
         if done == 0 {
             return;
         }
-        let per_item = self.started.elapsed().as_secs_f64() * self.pool.processes() as f64 / done as f64;
+        let per_item = self.started.elapsed().as_secs_f64() * self.pool.workers_now() as f64 / done as f64;
         let target = if per_item > 0.0 { (0.01 / per_item) as usize } else { 4096 };
         self.chunksize = target.clamp(1, 4096);
     }

@@ -1,5 +1,6 @@
 //! `mp::Barrier`: parties meet, generation by generation. State changes under a `Lock` in the
-//! same region; parties sleep on a phase word. See README.md ("Barrier").
+//! same region; parties sleep on a phase word, and watch one another so that a party that
+//! dies while waiting breaks the barrier. See README.md ("Barrier").
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -9,18 +10,23 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::lock::Lock;
+use super::owner::{self, PROBE_INTERVAL};
 use super::words::{self, Words};
 use crate::error::Error;
 use crate::registry::{self, Worker};
 
 /// Layout: the `Lock` word at 0; the phase (generation << 1 | BROKEN) at 4, the futex word;
 /// arrivals in this generation at 8; parties at 12; at 16 the outcome of the last 32
-/// generations (bit `g % 32` set: generation `g` ended by a reset, not by passing).
+/// generations (bit `g % 32` set: generation `g` ended by a reset, not by passing); from 20 to
+/// the end of the page, the identity of the party that arrived `i`-th in this generation.
 const PHASE: usize = 4;
 const COUNT: usize = 8;
 const PARTIES: usize = 12;
 const HISTORY: usize = 16;
-const LEN: usize = 20;
+const ARRIVALS: usize = 20;
+const LEN: usize = 4096;
+/// How many waiting parties are watched for death (the later ones are not).
+const WATCHED: u32 = ((LEN - ARRIVALS) / size_of::<u32>()) as u32;
 const BROKEN: u32 = 1;
 
 /// A meeting point for a fixed number of parties: Python's `multiprocessing.Barrier`.
@@ -34,7 +40,8 @@ const BROKEN: u32 = 1;
 /// The barrier *breaks* ([`Error::BrokenBarrier`]) when [`abort`](Barrier::abort) is called,
 /// when it is [`reset`](Barrier::reset) while parties wait, when a party's
 /// [`wait_timeout`](Barrier::wait_timeout) expires (that party gets `Error::Timeout`), or when
-/// the action panics; every waiting and later `wait` fails until `reset`.
+/// the action panics, or when a waiting party's process dies (the others notice within about
+/// 200 ms); every waiting and later `wait` fails until `reset`.
 ///
 /// Clones, and copies passed to workers, are the same barrier.
 ///
@@ -173,6 +180,11 @@ impl Barrier {
         if phase & BROKEN != 0 {
             return Err(Error::BrokenBarrier);
         }
+        if guard.previous_owner_died() {
+            // A party died arriving: counted or not, this generation cannot pass as meant.
+            self.break_now(phase);
+            return Err(Error::BrokenBarrier);
+        }
         let index = self.word(COUNT).load(Ordering::Relaxed);
         let parties = self.word(PARTIES).load(Ordering::Relaxed);
         if index + 1 == parties {
@@ -195,18 +207,30 @@ impl Barrier {
             self.end_generation(phase, false);
             return Ok(index);
         }
+        if index < WATCHED {
+            self.arrival(index).store(owner::me(), Ordering::Relaxed);
+        }
         self.word(COUNT).store(index + 1, Ordering::Relaxed);
         drop(guard);
 
         let generation = phase >> 1;
+        let mut next_probe = Instant::now() + PROBE_INTERVAL;
         loop {
             let p = self.phase().load(Ordering::Acquire);
             if let Some(r) = self.outcome(p, generation) {
                 return r.map(|()| index);
             }
-            if !words::sleep_on(self.phase(), p, deadline, "a Barrier")? {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
                 break;
             }
+            if now >= next_probe {
+                next_probe = now + PROBE_INTERVAL;
+                self.break_if_a_party_died(generation, index)?;
+                continue;
+            }
+            let wake = deadline.map_or(next_probe, |d| d.min(next_probe));
+            words::sleep_on(self.phase(), p, Some(wake), "a Barrier")?;
         }
         // Timed out: break the barrier, unless it passed (or broke) meanwhile.
         let _guard = self.lock.lock()?;
@@ -216,6 +240,42 @@ impl Barrier {
         }
         self.break_now(p);
         Err(Error::Timeout { what: "waiting at a Barrier".into(), after: timeout })
+    }
+
+    /// The identity of the party that arrived `index`-th (`index < WATCHED`).
+    fn arrival(&self, index: u32) -> &AtomicU32 {
+        self.words.u32(ARRIVALS + index as usize * size_of::<u32>())
+    }
+
+    /// Breaks generation `generation` if the party this waiter watches died: the one that
+    /// arrived just before it, or for the first arrival the latest one. Every death of a
+    /// waiting party is seen by some live waiter this way (the first dead party after a live
+    /// one is watched by it; if all the later ones are dead, the first arrival watches the
+    /// last), at a cost of one `/proc` read per waiter per probe.
+    #[cold]
+    fn break_if_a_party_died(&self, generation: u32, index: u32) -> Result<(), Error> {
+        let guard = self.lock.lock()?;
+        let p = self.phase().load(Ordering::Relaxed);
+        if p >> 1 != generation || p & BROKEN != 0 {
+            return Ok(()); // the caller sees what happened
+        }
+        if guard.previous_owner_died() {
+            // A party died arriving, as in `wait_until`.
+            self.break_now(p);
+            return Ok(());
+        }
+        let watched = match index {
+            0 => self.word(COUNT).load(Ordering::Relaxed).saturating_sub(1),
+            i => i - 1,
+        };
+        if watched != index && watched < WATCHED {
+            // Written under this lock when that party arrived in this generation: never 0.
+            let id = self.arrival(watched).load(Ordering::Relaxed);
+            if id != 0 && owner::is_gone(id) {
+                self.break_now(p);
+            }
+        }
+        Ok(())
     }
 
     /// What became of generation `generation`, seen in phase `p`: `None` while it is still
@@ -357,5 +417,30 @@ impl<'de> Deserialize<'de> for Barrier {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (words, action) = <(Words, Option<String>)>::deserialize(d)?;
         Barrier::from_words(words.checked(LEN, "Barrier")?, action).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_party_that_died_arriving_breaks_the_barrier() {
+        let b = Barrier::new(2).unwrap();
+        // The state lock is held by a process that no longer exists.
+        b.word(0).store(owner::tests::unused_pid(), Ordering::Relaxed);
+        assert!(matches!(b.wait_timeout(Duration::from_secs(5)), Err(Error::BrokenBarrier)));
+        assert!(b.broken());
+        b.reset().unwrap();
+        assert!(matches!(b.wait_timeout(Duration::from_millis(10)), Err(Error::Timeout { .. })));
+    }
+
+    #[test]
+    fn a_dead_waiting_party_breaks_the_barrier() {
+        let b = Barrier::new(3).unwrap();
+        // A party that arrived first and died while waiting.
+        b.arrival(0).store(owner::tests::unused_pid(), Ordering::Relaxed);
+        b.word(COUNT).store(1, Ordering::Relaxed);
+        assert!(matches!(b.wait_timeout(Duration::from_secs(5)), Err(Error::BrokenBarrier)));
     }
 }

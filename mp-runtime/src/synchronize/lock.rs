@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::owner::{self, WAITERS};
+use super::owner::{self, FIRST_PROBE, PROBE_INTERVAL, WAITERS};
 use crate::error::Error;
 use crate::shared_memory::Region;
 use crate::sys;
@@ -21,10 +21,6 @@ use crate::wire::codec;
 /// Spins (reading the word) before sleeping: a holder's critical section is often shorter
 /// than a futex round trip.
 const SPIN_LIMIT: u32 = 100;
-/// A waiter first checks that the holder is alive after waiting this long...
-const FIRST_PROBE: Duration = Duration::from_millis(10);
-/// ...and then this often. It is also the longest a single futex wait lasts.
-const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A mutual-exclusion lock shared between processes: Python's `multiprocessing.Lock`, with a
 /// guard, and safe against a holder that dies.

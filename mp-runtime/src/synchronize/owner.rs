@@ -5,11 +5,17 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use crate::sys::shm::{self, Probe};
 
 /// Set in the lock word while threads may sleep on it: the release must wake one.
 pub(crate) const WAITERS: u32 = 1 << 31;
+
+/// A waiter first checks that a holder is alive after waiting this long...
+pub(crate) const FIRST_PROBE: Duration = Duration::from_millis(10);
+/// ...and then this often. It is also the longest a single futex wait of a `Lock` lasts.
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Linux pids are below `PID_MAX_LIMIT` = 2^22 (`/proc/sys/kernel/pid_max` cannot exceed it).
 const PID_BITS: u32 = 22;

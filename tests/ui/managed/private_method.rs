@@ -10,14 +10,14 @@ impl Counter {
         self.n
     }
 
-    fn reset(&mut self) {
+    fn wipe_counter(&mut self) {
         self.n = 0;
     }
 }
 
 fn use_it(c: CounterProxy) {
     let _ = c.get();
-    let _ = c.reset();
+    let _ = c.wipe_counter();
 }
 
 fn main() {}
