@@ -463,8 +463,9 @@ impl Manager {
                             direction: crate::error::CodecDirection::Encode,
                             message: "its arguments hold an OS handle (a Lock, Value, Queue, \
                                       Connection or SharedMemory), which cannot reach a worker \
-                                      on another host; share state through a Manager \
-                                      (mp::Manager) instead, or give the pool local processes"
+                                      on another host or MPI rank; share state through a \
+                                      Manager (mp::Manager) instead, or give the pool local \
+                                      processes"
                                 .into(),
                         });
                     }
