@@ -75,7 +75,9 @@ fn main() {
 
     let mut rows: Vec<[String; 4]> = Vec::new();
     let data: Vec<i64> = (0..1_000_000).collect();
-    for (name, chunk) in [("map x*x, 10^6 items, chunks of 10^4", 10_000usize), ("same, chunks of 10^3", 1000)] {
+    for (name, chunk) in
+        [("map x*x, 10^6 items, chunks of 10^4", 10_000usize), ("same, chunks of 10^3", 1000)]
+    {
         let l = timed(5, || {
             std::hint::black_box(local.map_chunked(square, data.iter().copied(), chunk).unwrap());
         });
@@ -123,7 +125,10 @@ fn main() {
     remote.join().unwrap();
     let _ = host.wait();
 
-    println!("{:<40} {:>14} {:>14} {:>18}", "workload (2 workers each)", "remote (TCP)", "local", "remote time/local");
+    println!(
+        "{:<40} {:>14} {:>14} {:>18}",
+        "workload (2 workers each)", "remote (TCP)", "local", "remote time/local"
+    );
     for [a, b, c, d] in &rows {
         println!("{a:<40} {b:>14} {c:>14} {d:>18}");
     }
