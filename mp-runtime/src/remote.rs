@@ -9,7 +9,8 @@
 //! replaced by a fresh one on a fresh connection, and a connection the pool drops (its
 //! `task_timeout` passed, or the pool closed) gets its child SIGKILLed, so a remote timeout
 //! really kills. When the pool is gone (connections refused after it had accepted some), the
-//! host exits.
+//! host exits. With `MP_TLS_CA` (feature `tls`), each connection is TLS, checking the pool's
+//! certificate against that CA (and `MP_TLS_SERVER_NAME`, if set).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};

@@ -1,6 +1,7 @@
 //! `mp::Listener` and `mp::Client` (Python's `multiprocessing.connection`): typed
 //! [`Connection`]s between processes that were not started together, over a Unix socket or
-//! TCP, authenticated with an HMAC challenge in both directions. Protocol: `README.md` here.
+//! TCP, authenticated with an HMAC challenge in both directions, optionally over TLS (feature
+//! `tls`, `tls.rs`). Protocol: `README.md` here.
 
 mod address;
 mod client;
