@@ -293,6 +293,13 @@ fn start_tls(
     };
     let starttls = frame.kind == Kind::Auth
         && frame.payload.strip_prefix(handshake::STARTTLS) == Some(&[handshake::PROTOCOL_VERSION][..]);
+    if !starttls && frame.kind == Kind::Auth && frame.payload.starts_with(handshake::STARTTLS) {
+        return Err(Error::Protocol(format!(
+            "{what}: the listener speaks another version of the mp protocol ({:?}, this client {})",
+            &frame.payload[handshake::STARTTLS.len()..],
+            handshake::PROTOCOL_VERSION
+        )));
+    }
     if !starttls {
         let plain = frame.kind == Kind::Auth && frame.payload.starts_with(b"#");
         let reason = b"#FAILURE#the client wants TLS but this listener does not use it";

@@ -371,6 +371,10 @@ impl Pump {
 
     fn relay(&mut self) -> Result<(), String> {
         let mut buf = vec![0u8; CHUNK];
+        if !self.session.is_handshaking() {
+            // The client's handshake ran before the pump: anything it already decrypted.
+            self.take_plaintext();
+        }
         loop {
             self.flush_local();
             if self.tls_eof && self.to_local.is_empty() && !self.local_shut {
@@ -471,6 +475,22 @@ impl Pump {
             let _ = self.session.write_tls(&mut self.tcp);
             return Err(format!("TLS: {e}{}", server_hint(&e)));
         }
+        self.take_plaintext();
+        if eof {
+            if self.session.is_handshaking() {
+                return Err(format!(
+                    "{} closed the connection during the TLS handshake (a client without TLS, or \
+                     one that does not trust this listener's certificate?)",
+                    self.peer
+                ));
+            }
+            self.tls_eof = true;
+        }
+        Ok(())
+    }
+
+    /// Moves what the session decrypted into `to_local`; notes the peer's end of stream.
+    fn take_plaintext(&mut self) {
         let mut buf = [0u8; CHUNK];
         loop {
             match self.session.reader().read(&mut buf) {
@@ -487,17 +507,6 @@ impl Pump {
                 }
             }
         }
-        if eof {
-            if self.session.is_handshaking() {
-                return Err(format!(
-                    "{} closed the connection during the TLS handshake (a client without TLS, or \
-                     one that does not trust this listener's certificate?)",
-                    self.peer
-                ));
-            }
-            self.tls_eof = true;
-        }
-        Ok(())
     }
 
     fn flush_local(&mut self) {
