@@ -265,8 +265,31 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// This process's TLS pump threads.
+fn pumps() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm")).unwrap_or_default();
+            comm.trim() == "mp-tls"
+        })
+        .count()
+}
+
+/// Waits (up to 30 s) until no pump thread is left, as happens once every TLS connection is
+/// closed on both ends; true if so.
+fn pumps_ended() -> bool {
+    let end = Instant::now() + Duration::from_secs(30);
+    while pumps() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pumps() == 0
+}
+
 fn closed_connections_free_their_descriptors() {
     let pki = Pki::new();
+    // The connections of the cases before end first (their pumps finish on their own).
+    assert!(pumps_ended(), "pump threads of earlier cases are still running");
     let before = open_fds();
     {
         let listener = Listener::bind_tls("127.0.0.1:0", KEY, &pki.server()).unwrap();
@@ -286,10 +309,7 @@ fn closed_connections_free_their_descriptors() {
         drop(l);
     }
     // The pump threads end once both ends are closed, closing their sockets.
-    let end = Instant::now() + Duration::from_secs(30);
-    while open_fds() > before && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(pumps_ended(), "pump threads still running after their connections closed");
     assert_eq!(open_fds(), before, "descriptors left open after the connections closed");
 }
 
