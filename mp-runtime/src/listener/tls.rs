@@ -242,7 +242,7 @@ pub(crate) fn client(
     deadline: Instant,
 ) -> Result<OwnedFd, Error> {
     let name = server_name_for(cfg, addr)?;
-    let shown = format!("{name:?}");
+    let shown = name.to_str().into_owned();
     let mut session = ClientConnection::new(cfg.config.clone(), name)
         .map_err(|e| Error::invalid(format!("TLS with {addr}: {e}")))?;
     let what = format!("the TLS handshake with the listener at {addr}");
@@ -260,7 +260,7 @@ pub(crate) fn client(
                 }
                 _ => match e.get_ref().and_then(|i| i.downcast_ref::<TlsError>()) {
                     Some(t) => Error::Auth(format!("{what} failed: {t}{}", hint(t, &shown))),
-                    None => Error::io(format!("{what} (the listener closed it: does it trust TLS 1.3?)"), e),
+                    None => Error::io(format!("{what} (the listener broke it off: its accept says why)"), e),
                 },
             });
         }
