@@ -71,6 +71,8 @@ pub use mp_runtime::{
 };
 pub use mp_runtime::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use mp_runtime::{Lock, LockGuard, Pod, RawValue, Value, ValueGuard};
+#[cfg(feature = "tls")]
+pub use mp_runtime::{TlsClientConfig, TlsServerConfig, serve_worker_tls};
 
 #[doc(hidden)]
 pub use mp_runtime::__private;

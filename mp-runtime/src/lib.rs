@@ -27,6 +27,8 @@ pub use error::{CodecDirection, Error, Exit, Result};
 pub use listener::{
     Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, IntoAddress, Listener,
 };
+#[cfg(feature = "tls")]
+pub use listener::{TlsClientConfig, TlsServerConfig};
 pub use managers::{
     DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
     ManagerServer, NamespaceProxy, QueueProxy, ValueProxy,
@@ -36,6 +38,8 @@ pub use process::{Process, ProcessInfo, active_children, cpu_count, current_proc
 pub use queues::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use registry::{Transferable, Worker, registered_workers};
 pub use remote::serve_worker;
+#[cfg(feature = "tls")]
+pub use remote::serve_worker_tls;
 pub use shared_memory::{Array, ArrayGuard, ArrayInit, RawArray, SharedMemory};
 pub use shared_memory::{Pod, RawValue, Value, ValueGuard};
 pub use synchronize::{

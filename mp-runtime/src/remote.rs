@@ -3,13 +3,14 @@
 //!
 //! A *worker host* (`MP_CONNECT=host:port MP_AUTHKEY=… ./app`, or [`serve_worker`]) keeps
 //! `processes` worker children connected to the pool: for each, it connects and
-//! authenticates (a [`Client`]), then starts a child of its own whose channel *is* that
+//! authenticates (a [`Client`](crate::Client)), then starts a child of its own whose channel *is* that
 //! connection — the pool sends it `Setup` and tasks exactly as it does to a local child. The
 //! host watches each child and its connection: a child that dies (segfault, abort, OOM) is
 //! replaced by a fresh one on a fresh connection, and a connection the pool drops (its
 //! `task_timeout` passed, or the pool closed) gets its child SIGKILLed, so a remote timeout
 //! really kills. When the pool is gone (connections refused after it had accepted some), the
-//! host exits.
+//! host exits. With `MP_TLS_CA` (feature `tls`), each connection is TLS, checking the pool's
+//! certificate against that CA (and `MP_TLS_SERVER_NAME`, if set).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::listener::{Address, Client, IntoAddress};
+use crate::listener::{self, Address, IntoAddress, TlsClientConfig};
 use crate::spawn::{self, Child};
 use crate::sys;
 use crate::wire::FrameReader;
@@ -28,8 +29,12 @@ pub(crate) const ENV_CONNECT: &str = "MP_CONNECT";
 pub(crate) const ENV_AUTHKEY: &str = "MP_AUTHKEY";
 /// Worker processes to keep connected (default: the CPU count).
 pub(crate) const ENV_WORKERS: &str = "MP_WORKERS";
+/// PEM file of the CA that signed the pool's certificate: connect over TLS (feature `tls`).
+pub(crate) const ENV_TLS_CA: &str = "MP_TLS_CA";
+/// The name the pool's certificate must carry, when not the host in `MP_CONNECT`.
+pub(crate) const ENV_TLS_SERVER_NAME: &str = "MP_TLS_SERVER_NAME";
 /// The variables a worker host reads; its children do not inherit them.
-pub(crate) const ENV: [&str; 3] = [ENV_CONNECT, ENV_AUTHKEY, ENV_WORKERS];
+pub(crate) const ENV: [&str; 5] = [ENV_CONNECT, ENV_AUTHKEY, ENV_WORKERS, ENV_TLS_CA, ENV_TLS_SERVER_NAME];
 
 /// How long a host keeps trying a pool that is not (yet) accepting, before it ever connected.
 const FIRST_CONNECT_FOR: Duration = Duration::from_secs(30);
@@ -62,12 +67,46 @@ pub(crate) fn serve_from_env() {
         Err(_) => crate::process::cpu_count(),
     };
     let key = std::os::unix::ffi::OsStrExt::as_bytes(key.as_os_str()).to_vec();
-    match serve_worker(addr.as_str(), key, processes) {
+    let tls = match tls_from_env() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mp: worker host for the pool at {addr}: {e}");
+            sys::exit(2);
+        }
+    };
+    let served = addr.as_str().into_address().and_then(|a| serve(a, &key, processes, tls.as_ref()));
+    match served {
         Ok(()) => sys::exit(0),
         Err(e) => {
             eprintln!("mp: worker host for the pool at {addr}: {e}");
             sys::exit(1)
         }
+    }
+}
+
+/// `MP_TLS_CA` (and `MP_TLS_SERVER_NAME`): the TLS settings to reach the pool with.
+#[cfg(feature = "tls")]
+fn tls_from_env() -> Result<Option<TlsClientConfig>, Error> {
+    let Some(ca) = std::env::var_os(ENV_TLS_CA) else {
+        if std::env::var_os(ENV_TLS_SERVER_NAME).is_some() {
+            return Err(Error::invalid(format!("{ENV_TLS_SERVER_NAME} is set but {ENV_TLS_CA} is not")));
+        }
+        return Ok(None);
+    };
+    let mut cfg = TlsClientConfig::from_ca_file(&ca)?;
+    if let Ok(name) = std::env::var(ENV_TLS_SERVER_NAME) {
+        cfg = cfg.server_name(&name)?;
+    }
+    Ok(Some(cfg))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_from_env() -> Result<Option<TlsClientConfig>, Error> {
+    match std::env::var_os(ENV_TLS_CA) {
+        None => Ok(None),
+        Some(_) => Err(Error::invalid(format!(
+            "{ENV_TLS_CA} is set but this program was built without mp's `tls` feature"
+        ))),
     }
 }
 
@@ -108,11 +147,40 @@ pub fn serve_worker(
     authkey: impl AsRef<[u8]>,
     processes: usize,
 ) -> Result<(), Error> {
+    serve(addr.into_address()?, authkey.as_ref(), processes, None)
+}
+
+/// [`serve_worker`] for a pool that listens over TLS
+/// ([`PoolBuilder::listen_tls`](crate::PoolBuilder::listen_tls)), feature `tls`: each
+/// connection checks the pool's certificate against `tls` first. What `MP_TLS_CA=ca.pem`
+/// (and `MP_TLS_SERVER_NAME`, when the certificate's name is not the host in
+/// `MP_CONNECT`) does for `MP_CONNECT` hosts. A certificate that does not check out is
+/// [`Error::Auth`], at once.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> Result<(), mp::Error> {
+/// mp::init();
+/// // Serves until the pool closes; needs a pool listening with listen_tls at that address.
+/// let tls = mp::TlsClientConfig::from_ca_file("/etc/mp/ca.pem")?;
+/// mp::serve_worker_tls("pool-host:50000", b"secret", 8, &tls)?;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tls")]
+pub fn serve_worker_tls(
+    addr: impl IntoAddress,
+    authkey: impl AsRef<[u8]>,
+    processes: usize,
+    tls: &TlsClientConfig,
+) -> Result<(), Error> {
+    serve(addr.into_address()?, authkey.as_ref(), processes, Some(tls))
+}
+
+fn serve(addr: Address, key: &[u8], processes: usize, tls: Option<&TlsClientConfig>) -> Result<(), Error> {
     if processes == 0 {
         return Err(Error::invalid("serve_worker needs at least one worker process"));
     }
-    let addr = addr.into_address()?;
-    let key = authkey.as_ref();
     let mut seats: Vec<Option<Seat>> = (0..processes).map(|_| None).collect();
     let start = Instant::now();
     let mut ever_connected = false;
@@ -122,7 +190,7 @@ pub fn serve_worker(
             if seats[i].is_some() {
                 continue;
             }
-            match take_seat(&addr, key) {
+            match take_seat(&addr, key, tls) {
                 Ok(seat) => {
                     seats[i] = Some(seat);
                     ever_connected = true;
@@ -165,8 +233,8 @@ pub fn serve_worker(
 /// Connects, authenticates, starts a child on the connection and introduces it. The child
 /// waits for its `Setup` from the pool and writes nothing before, so the `Hello` written
 /// here cannot interleave with it.
-fn take_seat(addr: &Address, key: &[u8]) -> Result<Seat, Error> {
-    let conn = Client::connect_timeout::<Hello>(addr, key, CONNECT_TIMEOUT)?;
+fn take_seat(addr: &Address, key: &[u8], tls: Option<&TlsClientConfig>) -> Result<Seat, Error> {
+    let conn = listener::connect::<Hello>(addr.clone(), Some(key), Some(CONNECT_TIMEOUT), tls)?;
     let sock = conn.into_fd()?;
     let theirs = sock.try_clone().map_err(|e| Error::io("dup of a worker connection", e))?;
     let child = spawn::spawn_child_on(theirs)?;

@@ -20,6 +20,11 @@ const WELCOME: &[u8] = b"#WELCOME#";
 const FAILURE: &[u8] = b"#FAILURE#";
 const NOAUTH: &[u8] = b"#NOAUTH#";
 const SHA256: &[u8] = b"{sha256}";
+/// What a TLS listener sends in the clear (one `Auth` frame, then its version byte) before
+/// TLS starts, so that a plaintext client fails at once with a clear error instead of waiting
+/// for a challenge (a TLS server cannot speak first), and a TLS client can tell a plaintext
+/// listener (whose first frame is its challenge) from a TLS one.
+pub(crate) const STARTTLS: &[u8] = b"#STARTTLS#";
 const NONCE_LEN: usize = 40;
 const DIGEST_LEN: usize = 32;
 
@@ -132,6 +137,14 @@ impl Handshake {
         }
         match state {
             State::AwaitHello => {
+                if msg.starts_with(STARTTLS) {
+                    return fail_quietly(Error::Auth(
+                        "the listener uses TLS: connect with Client::connect_tls (the `tls` \
+                         feature), or, for a worker host, set MP_TLS_CA to the CA that signed its \
+                         certificate"
+                            .into(),
+                    ));
+                }
                 if let Some(rest) = msg.strip_prefix(NOAUTH) {
                     if let Err(e) = check_version(rest, peer) {
                         return fail_telling(e, "protocol version mismatch");

@@ -1,14 +1,28 @@
 //! `mp::Listener` and `mp::Client` (Python's `multiprocessing.connection`): typed
 //! [`Connection`]s between processes that were not started together, over a Unix socket or
-//! TCP, authenticated with an HMAC challenge in both directions. Protocol: `README.md` here.
+//! TCP, authenticated with an HMAC challenge in both directions, optionally over TLS (feature
+//! `tls`, `tls.rs`). Protocol: `README.md` here.
 
 mod address;
 mod client;
 pub(crate) mod fuzz;
 mod handshake;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use address::{Address, IntoAddress};
 pub use client::Client;
+pub(crate) use client::connect;
+#[cfg(feature = "tls")]
+pub use tls::{TlsClientConfig, TlsServerConfig};
+
+/// TLS settings where the `tls` feature is off: none can exist.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone, Debug)]
+pub(crate) enum TlsServerConfig {}
+#[cfg(not(feature = "tls"))]
+#[derive(Clone, Debug)]
+pub(crate) enum TlsClientConfig {}
 
 use std::net::TcpListener;
 use std::os::fd::{AsFd, OwnedFd};
@@ -88,6 +102,8 @@ pub struct Listener {
     socket: Socket,
     address: Address,
     key: Option<Vec<u8>>,
+    /// TLS on every accepted connection (TCP only).
+    tls: Option<TlsServerConfig>,
     settings: Mutex<Settings>,
     state: Mutex<State>,
     /// Whether a thread is inside `accept` (it holds `state` while it polls): others wait
@@ -111,6 +127,7 @@ impl std::fmt::Debug for Listener {
         f.debug_struct("Listener")
             .field("address", &self.address)
             .field("authenticated", &self.key.is_some())
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -129,7 +146,54 @@ impl Listener {
     /// assert_eq!(listener.address(), &addr);
     /// ```
     pub fn bind(addr: impl IntoAddress, authkey: impl AsRef<[u8]>) -> Result<Listener, Error> {
-        Listener::open(addr.into_address()?, Some(authkey.as_ref().to_vec()))
+        Listener::open(addr.into_address()?, Some(authkey.as_ref().to_vec()), None)
+    }
+
+    /// [`bind`](Self::bind) over TLS (feature `tls`): every connection is encrypted and the
+    /// listener proves its identity with the certificate in `tls`; the authkey handshake then
+    /// runs inside TLS, so the key still decides who may connect. TCP only. Clients connect
+    /// with [`Client::connect_tls`]; a plaintext client is refused at once with
+    /// [`Error::Auth`] naming TLS, on both sides.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// let server = mp::TlsServerConfig::from_pem(cert.cert.pem(), cert.signing_key.serialize_pem()).unwrap();
+    /// let client = mp::TlsClientConfig::from_ca_pem(cert.cert.pem()).unwrap().server_name("localhost").unwrap();
+    ///
+    /// let listener = mp::Listener::bind_tls("127.0.0.1:0", b"secret", &server).unwrap();
+    /// let addr = listener.address().clone();
+    /// let t = std::thread::spawn(move || {
+    ///     mp::Client::connect_tls::<String>(&addr, b"secret", &client).unwrap().send("hi".into()).unwrap();
+    /// });
+    /// assert_eq!(listener.accept::<String>().unwrap().recv().unwrap(), "hi");
+    /// t.join().unwrap();
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn bind_tls(
+        addr: impl IntoAddress,
+        authkey: impl AsRef<[u8]>,
+        tls: &TlsServerConfig,
+    ) -> Result<Listener, Error> {
+        let addr = addr.into_address()?;
+        if !addr.is_tcp() {
+            return Err(Error::invalid(format!(
+                "TLS is for TCP addresses; {addr} is a Unix socket path (use Listener::bind)"
+            )));
+        }
+        Listener::open(addr, Some(authkey.as_ref().to_vec()), Some(tls.clone()))
+    }
+
+    /// Whether connections to this listener use TLS ([`bind_tls`](Self::bind_tls)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!mp::Listener::bind("127.0.0.1:0", b"k").unwrap().is_tls());
+    /// ```
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Listens on a Unix socket path without authentication: any local process that can open
@@ -152,10 +216,10 @@ impl Listener {
                  is shared by the processes of one program)"
             )));
         }
-        Listener::open(addr, None)
+        Listener::open(addr, None, None)
     }
 
-    fn open(addr: Address, key: Option<Vec<u8>>) -> Result<Listener, Error> {
+    fn open(addr: Address, key: Option<Vec<u8>>, tls: Option<TlsServerConfig>) -> Result<Listener, Error> {
         let (socket, address) = match &addr {
             Address::Tcp(hp) => {
                 let addrs = Address::resolve(hp)?;
@@ -185,6 +249,7 @@ impl Listener {
             socket,
             address,
             key,
+            tls,
             settings: Mutex::new(Settings {
                 handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
                 max_pending: DEFAULT_MAX_PENDING_HANDSHAKES,
@@ -399,6 +464,13 @@ impl Listener {
                     ));
                 }
             };
+            let fd = match &self.tls {
+                None => fd,
+                Some(cfg) => match start_tls(cfg, fd, Instant::now() + timeout) {
+                    Some(near) => near,
+                    None => continue, // gone already
+                },
+            };
             let (handshake, first) = Handshake::new(Role::Server, self.key.as_deref())?;
             if let Some(msg) = first {
                 if send_now(fd.as_fd(), &msg).is_err() {
@@ -493,13 +565,41 @@ fn drive(p: &mut Pending) -> Drive {
     }
 }
 
-/// Sends a handshake message without blocking: it is tiny, so a socket that cannot take it
-/// now belongs to a peer that is not reading.
-fn send_now(fd: std::os::fd::BorrowedFd<'_>, msg: &[u8]) -> Result<(), Error> {
+/// Announces TLS on an accepted TCP connection and hands it to a TLS pump; the local end it
+/// returns then runs the handshake like any socket. `None` if the peer is gone already or
+/// the pump cannot start (said on stderr: the listener goes on).
+#[cfg(feature = "tls")]
+fn start_tls(cfg: &TlsServerConfig, fd: OwnedFd, deadline: Instant) -> Option<OwnedFd> {
+    let mut hello = handshake::STARTTLS.to_vec();
+    hello.push(handshake::PROTOCOL_VERSION);
+    send_now(fd.as_fd(), &hello).ok()?;
+    match tls::server(cfg, std::net::TcpStream::from(fd), deadline) {
+        Ok(near) => Some(near),
+        Err(e) => {
+            eprintln!("mp: a TLS connection could not start: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn start_tls(cfg: &TlsServerConfig, _: OwnedFd, _: Instant) -> Option<OwnedFd> {
+    match *cfg {}
+}
+
+/// One handshake message as a whole `Auth` frame.
+pub(crate) fn auth_frame(msg: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(HEADER_LEN + msg.len());
     buf.resize(HEADER_LEN, 0);
     buf.extend_from_slice(msg);
     wire::seal_raw(&mut buf, Kind::Auth);
+    buf
+}
+
+/// Sends a handshake message without blocking: it is tiny, so a socket that cannot take it
+/// now belongs to a peer that is not reading.
+fn send_now(fd: std::os::fd::BorrowedFd<'_>, msg: &[u8]) -> Result<(), Error> {
+    let buf = auth_frame(msg);
     match sys::send_nonblocking(fd, &[&buf], &[]) {
         Ok(n) if n == buf.len() => Ok(()),
         Ok(_) => Err(Error::Protocol("the peer is not reading its handshake messages".into())),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::manager::{Attached, Shared};
 use crate::error::Error;
-use crate::listener::{Address, Listener};
+use crate::listener::{Address, Listener, TlsServerConfig};
 use crate::remote::Hello;
 
 /// How often the accept loop looks whether the pool was closed.
@@ -24,8 +24,16 @@ pub(crate) struct Listening {
 impl Listening {
     /// Binds `addr` now (so a bad address or a taken port is the builder's error) and accepts
     /// on a thread of its own until the pool closes.
-    pub fn start(addr: Address, key: Vec<u8>, shared: Arc<Shared>) -> Result<Listening, Error> {
-        let listener = Listener::bind(addr, &key)?;
+    pub fn start(
+        addr: Address,
+        key: Vec<u8>,
+        tls: Option<TlsServerConfig>,
+        shared: Arc<Shared>,
+    ) -> Result<Listening, Error> {
+        let listener = match tls {
+            None => Listener::bind(addr, &key)?,
+            Some(tls) => bind_tls(addr, &key, &tls)?,
+        };
         let address = listener.address().clone();
         let thread = std::thread::Builder::new()
             .name("mp-pool-listener".into())
@@ -75,4 +83,14 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
         });
         shared.notify();
     }
+}
+
+#[cfg(feature = "tls")]
+fn bind_tls(addr: Address, key: &[u8], tls: &TlsServerConfig) -> Result<Listener, Error> {
+    Listener::bind_tls(addr, key, tls)
+}
+
+#[cfg(not(feature = "tls"))]
+fn bind_tls(_: Address, _: &[u8], tls: &TlsServerConfig) -> Result<Listener, Error> {
+    match *tls {}
 }

@@ -22,7 +22,7 @@ pub(crate) use manager::Attached;
 pub use results::{AsyncResult, MapResult};
 
 use crate::error::Error;
-use crate::listener::{Address, IntoAddress};
+use crate::listener::{Address, IntoAddress, TlsServerConfig};
 use crate::registry::Worker;
 use crate::sys;
 use crate::wire::codec;
@@ -91,6 +91,7 @@ pub struct PoolBuilder {
 struct ListenOn {
     addr: Result<Address, String>,
     key: Vec<u8>,
+    tls: Option<TlsServerConfig>,
 }
 
 impl std::fmt::Debug for ListenOn {
@@ -167,7 +168,40 @@ impl PoolBuilder {
         self.listen = Some(ListenOn {
             addr: addr.into_address().map_err(|e| e.to_string()),
             key: authkey.as_ref().to_vec(),
+            tls: None,
         });
+        self
+    }
+
+    /// [`listen`](Self::listen) over TLS (feature `tls`; see
+    /// [`Listener::bind_tls`](crate::Listener::bind_tls)): tasks and results travel encrypted
+    /// and worker hosts check this pool's certificate, then its authkey as before. Hosts
+    /// connect with `MP_TLS_CA=<CA PEM file>` next to `MP_CONNECT` / `MP_AUTHKEY` (and
+    /// `MP_TLS_SERVER_NAME` when the certificate's name is not the host they connect to), or
+    /// [`serve_worker_tls`](crate::serve_worker_tls). A host without TLS is refused at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), mp::Error> {
+    /// mp::init();
+    /// let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// let tls = mp::TlsServerConfig::from_pem(cert.cert.pem(), cert.signing_key.serialize_pem())?;
+    /// let pool = mp::Pool::builder().processes(1).listen_tls("127.0.0.1:0", b"secret", &tls).build()?;
+    /// assert!(pool.address().is_some());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn listen_tls(
+        mut self,
+        addr: impl IntoAddress,
+        authkey: impl AsRef<[u8]>,
+        tls: &TlsServerConfig,
+    ) -> Self {
+        self = self.listen(addr, authkey);
+        if let Some(l) = &mut self.listen {
+            l.tls = Some(tls.clone());
+        }
         self
     }
 
@@ -297,7 +331,7 @@ impl PoolBuilder {
         let listen = match &self.listen {
             None => None,
             Some(ListenOn { addr: Err(e), .. }) => return Err(Error::invalid(format!("Pool::listen: {e}"))),
-            Some(ListenOn { addr: Ok(a), key }) => Some((a.clone(), key.clone())),
+            Some(ListenOn { addr: Ok(a), key, tls }) => Some((a.clone(), key.clone(), tls.clone())),
         };
         Pool::start(self.config(0)?, Vec::new(), listen)
     }
@@ -371,7 +405,7 @@ impl Pool {
     fn start(
         config: Config,
         attached: Vec<Attached>,
-        listen: Option<(Address, Vec<u8>)>,
+        listen: Option<(Address, Vec<u8>, Option<TlsServerConfig>)>,
     ) -> Result<Pool, Error> {
         let wake = sys::eventfd().map_err(|e| Error::io("creating the pool's wake-up eventfd", e))?;
         let mut slots = Vec::with_capacity(config.processes + attached.len());
@@ -395,9 +429,9 @@ impl Pool {
             .spawn(move || m.run())
             .map_err(|e| Error::io("starting the pool's manager thread", e))?;
         let mut pool = Pool { shared, manager: Mutex::new(Some(handle)), listening: None };
-        if let Some((addr, key)) = listen {
+        if let Some((addr, key, tls)) = listen {
             // On error, dropping `pool` terminates its workers.
-            pool.listening = Some(Listening::start(addr, key, pool.shared.clone())?);
+            pool.listening = Some(Listening::start(addr, key, tls, pool.shared.clone())?);
         }
         Ok(pool)
     }

@@ -335,6 +335,35 @@ pub fn poll_many(fds: &[(BorrowedFd<'_>, bool)], deadline: Option<Instant>) -> i
         .collect())
 }
 
+/// Polls each of `fds` for reading and/or writing (`(fd, read, write)`); returns which woke
+/// (ready as asked, hung up, or in error). A socket asked for neither wakes only on hang-up
+/// or error.
+#[cfg(feature = "tls")]
+pub fn poll_rw(fds: &[(BorrowedFd<'_>, bool, bool)], deadline: Option<Instant>) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(f, r, w)| {
+            let mut flags = PollFlags::empty();
+            if *r {
+                flags |= PollFlags::IN;
+            }
+            if *w {
+                flags |= PollFlags::OUT;
+            }
+            PollFd::new(f, flags)
+        })
+        .collect();
+    let timeout = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        Timespec::try_from(left).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 })
+    });
+    match rustix::event::poll(&mut pfds, timeout.as_ref()) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
+}
+
 /// Waits until one of `exits` (pidfds) is readable or one of `sockets` is hung up on by its
 /// peer (POLLRDHUP: data waiting to be read does not count), or `timeout` passes. Returns
 /// which (`(exits ready, sockets hung up)`).

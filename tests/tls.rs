@@ -1,0 +1,435 @@
+//! TLS (feature `tls`): Listener/Client round trips through a child, certificates that do not
+//! check out (unknown CA, wrong name), plaintext and TLS peers meeting the other kind (both
+//! fail at once, on both sides), bad PEM, a large message both ways, descriptors freed when
+//! connections close, and a listening pool over TLS served by a worker host (this binary
+//! with `MP_CONNECT` and `MP_TLS_CA`).
+//!
+//! Certificates are made at test time with rcgen: a CA, and a listener certificate it signs
+//! for `localhost` and `127.0.0.1`.
+//!
+//! This binary is its own driver (harness = false): `main` calls `mp::init()` first, where
+//! worker hosts and their workers branch off, then runs the cases named on the command line
+//! (all by default).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mp::{Address, Client, Connection, Error, Listener, Pool, Process, TlsClientConfig, TlsServerConfig};
+
+const KEY: &[u8] = b"tls-test-key";
+
+/// A CA and a listener certificate it signed, as PEM.
+struct Pki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: another CA is unknown, not a namesake with a bad signature.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ca.distinguished_name.push(DnType::CommonName, format!("mp test CA {n}"));
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        Pki { ca: ca.as_ref().pem(), cert: leaf.pem(), key: leaf_key.serialize_pem() }
+    }
+
+    fn server(&self) -> TlsServerConfig {
+        TlsServerConfig::from_pem(&self.cert, &self.key).unwrap()
+    }
+
+    fn client(&self) -> TlsClientConfig {
+        TlsClientConfig::from_ca_pem(&self.ca).unwrap()
+    }
+
+    /// The CA written to a file, for `MP_TLS_CA`; removed on drop.
+    fn ca_file(&self) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "mp-tls-test-ca-{}-{:?}.pem",
+            std::process::id(),
+            Instant::now()
+        ));
+        std::fs::write(&path, &self.ca).unwrap();
+        TempFile(path)
+    }
+}
+
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[mp::worker]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Connects over TLS, trusting `ca`, and doubles what it is sent until the listener hangs up;
+/// returns how many it doubled.
+#[mp::worker]
+fn tls_doubler(addr: Address, ca: String) -> u32 {
+    let tls = TlsClientConfig::from_ca_pem(ca).unwrap();
+    let conn: Connection<u64> = Client::connect_tls(&addr, KEY, &tls).unwrap();
+    assert!(conn.is_remote());
+    let mut n = 0;
+    while let Ok(x) = conn.recv() {
+        conn.send(2 * x).unwrap();
+        n += 1;
+    }
+    n
+}
+
+type Conn = Result<Connection<Vec<u8>>, Error>;
+
+/// Runs `accept` on a thread while the client connects here; returns (listener, server,
+/// client) results. Timeouts are long: an `Auth` error (not a `Timeout`) shows nobody waited.
+fn both_sides(listener: Listener, client: impl FnOnce(&Address) -> Conn) -> (Listener, Conn, Conn) {
+    let addr = listener.address().clone();
+    let server = std::thread::spawn(move || {
+        let r = listener.accept_timeout::<Vec<u8>>(Duration::from_secs(60));
+        (listener, r)
+    });
+    let c = client(&addr);
+    let (listener, s) = server.join().unwrap();
+    (listener, s, c)
+}
+
+fn auth_message(r: &Conn, side: &str) -> String {
+    match r {
+        Err(Error::Auth(m)) => m.clone(),
+        other => panic!("{side}: expected Error::Auth, got {:?}", other.as_ref().map(|_| "a connection")),
+    }
+}
+
+/// Checks that `listener` still serves a good client.
+fn still_works(listener: Listener, pki: &Pki) {
+    let tls = pki.client();
+    let (_l, s, c) = both_sides(listener, |a| Client::connect_tls(a, KEY, &tls));
+    c.unwrap().send(vec![7]).unwrap();
+    assert_eq!(s.unwrap().recv().unwrap(), vec![7]);
+}
+
+fn smoke() {
+    let pki = Pki::new();
+    let listener = Listener::bind_tls("127.0.0.1:0", KEY, &pki.server()).unwrap();
+    assert!(listener.is_tls());
+    let mut p = Process::new(tls_doubler, (listener.address().clone(), pki.ca.clone()));
+    p.start().unwrap();
+    let conn = listener.accept::<u64>().unwrap();
+    assert!(conn.is_remote());
+    for x in [1, 20, 300] {
+        conn.send(x).unwrap();
+        assert_eq!(conn.recv().unwrap(), 2 * x);
+    }
+    drop(conn);
+    assert_eq!(p.join().unwrap(), 3);
+    common::assert_reaped(p.pid().unwrap());
+}
+
+fn the_certificate_name_is_checked() {
+    let pki = Pki::new();
+    let listener = Listener::bind_tls("127.0.0.1:0", KEY, &pki.server()).unwrap();
+    let port = listener.address().to_string().rsplit(':').next().unwrap().to_string();
+    // By the name the certificate carries: fine.
+    let tls = pki.client();
+    let (listener, s, c) =
+        both_sides(listener, |_| Client::connect_tls(format!("localhost:{port}"), KEY, &tls));
+    c.unwrap().send(vec![1, 2]).unwrap();
+    assert_eq!(s.unwrap().recv().unwrap(), vec![1, 2]);
+    // Another name: refused, saying so, on both sides.
+    let tls = pki.client().server_name("pool.example").unwrap();
+    let (listener, s, c) = both_sides(listener, |a| Client::connect_tls(a, KEY, &tls));
+    let m = auth_message(&c, "client");
+    assert!(m.contains("not issued for pool.example") && m.contains("server_name"), "{m}");
+    let m = auth_message(&s, "listener");
+    assert!(m.contains("TLS"), "{m}");
+    still_works(listener, &pki);
+}
+
+fn a_certificate_from_another_ca_is_refused_on_both_sides() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let listener = Listener::bind_tls("127.0.0.1:0", KEY, &pki.server()).unwrap();
+    let tls = other.client();
+    let (listener, s, c) = both_sides(listener, |a| Client::connect_tls(a, KEY, &tls));
+    let m = auth_message(&c, "client");
+    assert!(m.contains("not signed by a CA this client trusts"), "{m}");
+    let m = auth_message(&s, "listener");
+    assert!(m.contains("TLS"), "{m}");
+    still_works(listener, &pki);
+}
+
+fn a_plaintext_client_is_refused_at_once_on_both_sides() {
+    let pki = Pki::new();
+    let listener = Listener::bind_tls("127.0.0.1:0", KEY, &pki.server()).unwrap();
+    let (listener, s, c) = both_sides(listener, |a| Client::connect_timeout(a, KEY, Duration::from_secs(60)));
+    let m = auth_message(&c, "client");
+    assert!(m.contains("uses TLS") && m.contains("connect_tls"), "{m}");
+    let m = auth_message(&s, "listener");
+    assert!(m.contains("TLS"), "{m}");
+    still_works(listener, &pki);
+}
+
+fn a_tls_client_to_a_plaintext_listener_is_refused_at_once_on_both_sides() {
+    let pki = Pki::new();
+    let listener = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    let tls = pki.client();
+    let (listener, s, c) =
+        both_sides(listener, |a| Client::connect_tls_timeout(a, KEY, &tls, Duration::from_secs(60)));
+    let m = auth_message(&c, "client");
+    assert!(m.contains("does not use TLS"), "{m}");
+    let m = auth_message(&s, "listener");
+    assert!(m.contains("wants TLS"), "{m}");
+    // The plaintext listener still takes plaintext clients.
+    let (_l, s, c) = both_sides(listener, |a| Client::connect(a, KEY));
+    c.unwrap().send(vec![3]).unwrap();
+    assert_eq!(s.unwrap().recv().unwrap(), vec![3]);
+}
+
+fn a_wrong_key_inside_tls_is_still_refused() {
+    let pki = Pki::new();
+    let listener = Listener::bind_tls("127.0.0.1:0", KEY, &pki.server()).unwrap();
+    let tls = pki.client();
+    let (listener, s, c) = both_sides(listener, |a| Client::connect_tls(a, b"wrong", &tls));
+    // The same errors as without TLS.
+    let m = auth_message(&c, "client");
+    assert!(m.contains("refused the handshake"), "{m}");
+    let m = auth_message(&s, "listener");
+    assert!(m.contains("authkey"), "{m}");
+    still_works(listener, &pki);
+}
+
+fn bad_pem_is_a_clear_error() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    for r in [
+        TlsServerConfig::from_pem("garbage", &pki.key),
+        TlsServerConfig::from_pem(&pki.cert, "garbage"),
+        // A key that is not the certificate's.
+        TlsServerConfig::from_pem(&pki.cert, &other.key),
+    ] {
+        match r {
+            Err(Error::Invalid(m)) => assert!(m.contains("certificate") || m.contains("key"), "{m}"),
+            other => panic!("expected Error::Invalid, got {other:?}"),
+        }
+    }
+    match TlsClientConfig::from_ca_pem(&pki.key) {
+        Err(Error::Invalid(m)) => assert!(m.contains("no certificate"), "{m}"),
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+    assert!(matches!(TlsClientConfig::from_ca_file("/nonexistent/ca.pem"), Err(Error::Io { .. })));
+    // TLS is for TCP.
+    let unix = Address::unix_temp();
+    assert!(matches!(Listener::bind_tls(&unix, KEY, &pki.server()), Err(Error::Invalid(_))));
+    assert!(matches!(Client::connect_tls::<()>(&unix, KEY, &pki.client()), Err(Error::Invalid(_))));
+}
+
+fn a_large_message_crosses_both_ways() {
+    let pki = Pki::new();
+    let listener = Listener::bind_tls("127.0.0.1:0", KEY, &pki.server()).unwrap();
+    let tls = pki.client();
+    let (_l, s, c) = both_sides(listener, |a| Client::connect_tls(a, KEY, &tls));
+    let (s, c) = (s.unwrap(), c.unwrap());
+    let big: Vec<u8> = (0..24 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let expect = big.clone();
+    // Echoed back, then a second message while the first is still being read.
+    let echo = std::thread::spawn(move || {
+        let got = s.recv().unwrap();
+        s.send(got).unwrap();
+        s.send(vec![5; 8 << 20]).unwrap();
+    });
+    c.send(big).unwrap();
+    assert_eq!(c.recv().unwrap(), expect);
+    assert_eq!(c.recv().unwrap(), vec![5; 8 << 20]);
+    echo.join().unwrap();
+    // The listener's side closed: the client sees the end, not a hang.
+    assert!(matches!(c.recv_timeout(Duration::from_secs(60)), Err(Error::Disconnected { .. })));
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// This process's TLS pump threads.
+fn pumps() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm")).unwrap_or_default();
+            comm.trim() == "mp-tls"
+        })
+        .count()
+}
+
+/// Waits (up to 30 s) until no pump thread is left, as happens once every TLS connection is
+/// closed on both ends; true if so.
+fn pumps_ended() -> bool {
+    let end = Instant::now() + Duration::from_secs(30);
+    while pumps() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pumps() == 0
+}
+
+fn closed_connections_free_their_descriptors() {
+    let pki = Pki::new();
+    // The connections of the cases before end first (their pumps finish on their own).
+    assert!(pumps_ended(), "pump threads of earlier cases are still running");
+    let before = open_fds();
+    {
+        let listener = Listener::bind_tls("127.0.0.1:0", KEY, &pki.server()).unwrap();
+        let tls = pki.client();
+        let mut listener = listener;
+        for i in 0..5u8 {
+            let (l, s, c) = both_sides(listener, |a| Client::connect_tls(a, KEY, &tls));
+            listener = l;
+            let (s, c) = (s.unwrap(), c.unwrap());
+            c.send(vec![i]).unwrap();
+            assert_eq!(s.recv().unwrap(), vec![i]);
+            // One side drops first, then the other.
+            if i % 2 == 0 { drop(s) } else { drop(c) }
+        }
+        // A refused client too.
+        let (l, _s, _c) = both_sides(listener, |a| Client::connect_timeout(a, KEY, Duration::from_secs(60)));
+        drop(l);
+    }
+    // The pump threads end once both ends are closed, closing their sockets.
+    assert!(pumps_ended(), "pump threads still running after their connections closed");
+    assert_eq!(open_fds(), before, "descriptors left open after the connections closed");
+}
+
+/// A worker host: this binary with `MP_CONNECT`, killed (with its workers) on drop.
+struct Host {
+    child: Child,
+}
+
+impl Host {
+    fn start(addr: &str, ca: Option<&TempFile>) -> Host {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env("MP_CONNECT", addr)
+            .env("MP_AUTHKEY", std::str::from_utf8(KEY).unwrap())
+            .env("MP_WORKERS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(ca) = ca {
+            cmd.env("MP_TLS_CA", &ca.0);
+        }
+        Host { child: cmd.spawn().unwrap() }
+    }
+
+    /// Waits (up to a minute) for the host to exit by itself; returns its code and stderr.
+    fn exit(&mut self) -> (Option<i32>, String) {
+        use std::io::Read;
+        let end = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < end, "the host did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code(), err)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn a_pool_listening_over_tls_runs_a_map_on_a_worker_host() {
+    let pki = Pki::new();
+    let ca = pki.ca_file();
+    let pool = Pool::builder().processes(0).listen_tls("127.0.0.1:0", KEY, &pki.server()).build().unwrap();
+    let addr = pool.address().unwrap().to_string();
+    {
+        let _host = Host::start(&addr, Some(&ca));
+        pool.wait_for_workers(1, Duration::from_secs(60)).unwrap();
+        let out = pool.map(square, 0..2000u64).unwrap();
+        assert_eq!(out, (0..2000u64).map(|x| x * x).collect::<Vec<_>>());
+        assert_eq!(pool.apply(square, 12).unwrap(), 144);
+        let st = pool.stats();
+        assert_eq!(st.workers.len(), 1, "{st:?}");
+        assert!(st.workers[0].tasks > 0, "{st:?}");
+    }
+    // A host without MP_TLS_CA is refused at once and says what to set.
+    let mut plain = Host::start(&addr, None);
+    let (code, err) = plain.exit();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("MP_TLS_CA"), "{err}");
+    // One that does not trust the pool's CA is refused too.
+    let stranger = Pki::new().ca_file();
+    let mut wrong = Host::start(&addr, Some(&stranger));
+    let (code, err) = wrong.exit();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not signed by a CA"), "{err}");
+}
+
+#[mp::main]
+fn main() {
+    let cases: &[(&str, fn())] = &[
+        ("smoke", smoke),
+        ("the_certificate_name_is_checked", the_certificate_name_is_checked),
+        (
+            "a_certificate_from_another_ca_is_refused_on_both_sides",
+            a_certificate_from_another_ca_is_refused_on_both_sides,
+        ),
+        (
+            "a_plaintext_client_is_refused_at_once_on_both_sides",
+            a_plaintext_client_is_refused_at_once_on_both_sides,
+        ),
+        (
+            "a_tls_client_to_a_plaintext_listener_is_refused_at_once_on_both_sides",
+            a_tls_client_to_a_plaintext_listener_is_refused_at_once_on_both_sides,
+        ),
+        ("a_wrong_key_inside_tls_is_still_refused", a_wrong_key_inside_tls_is_still_refused),
+        ("bad_pem_is_a_clear_error", bad_pem_is_a_clear_error),
+        ("a_large_message_crosses_both_ways", a_large_message_crosses_both_ways),
+        ("closed_connections_free_their_descriptors", closed_connections_free_their_descriptors),
+        (
+            "a_pool_listening_over_tls_runs_a_map_on_a_worker_host",
+            a_pool_listening_over_tls_runs_a_map_on_a_worker_host,
+        ),
+    ];
+    // libtest-style: an optional name filter; flags (from `cargo test`) are ignored.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    // A case that hangs fails the run instead of blocking CI.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(300));
+        eprintln!("tests/tls.rs: a case is still running after 300 s");
+        std::process::exit(101);
+    });
+    let mut ran = 0;
+    for (name, case) in cases {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let t = Instant::now();
+        case();
+        println!("test {name} ... ok ({:?})", t.elapsed());
+        ran += 1;
+    }
+    println!("test result: ok. {ran} passed");
+}
