@@ -11,11 +11,12 @@
 //! the machine hits them alike. `MP_BENCH_NO_PYTHON=1` skips the CPython rows. The binary is
 //! its own worker.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::Command;
 use std::time::Instant;
+
+mod common;
+use common::python_rows;
 
 /// Echoes 8-byte messages on a raw Unix socket until the other end closes.
 #[mp::worker]
@@ -49,30 +50,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn python_rows() -> HashMap<String, f64> {
-    let mut rows = HashMap::new();
-    if std::env::var_os("MP_BENCH_NO_PYTHON").is_some() {
-        return rows;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/managers.py");
-    let Ok(out) = Command::new("python3").arg(script).output() else {
-        return rows;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // {"name": "...", "us": x}: parsed by hand to keep dependencies few.
-        let field = |key: &str| -> Option<&str> {
-            let at = line.find(&format!("\"{key}\": "))? + key.len() + 4;
-            let rest = &line[at..];
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            Some(rest[..end].trim().trim_matches('"'))
-        };
-        if let (Some(name), Some(us)) = (field("name"), field("us").and_then(|s| s.parse().ok())) {
-            rows.insert(name.to_string(), us);
-        }
-    }
-    rows
-}
-
 /// Microseconds per iteration of `f`, over `n` iterations.
 fn per_iter_us(n: u64, mut f: impl FnMut(u64)) -> f64 {
     let t = Instant::now();
@@ -85,7 +62,7 @@ fn per_iter_us(n: u64, mut f: impl FnMut(u64)) -> f64 {
 fn main() {
     mp::init();
     println!("cargo bench --bench managers   ({} CPUs)\n", mp::cpu_count());
-    let py = python_rows();
+    let py = python_rows("managers.py", &[], "us");
 
     // Raw socket peer.
     let dir = std::env::temp_dir().join(format!("mp-bench-raw-{}", std::process::id()));

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+mod common;
+use common::{json_field, python_lines, timed};
+
 #[mp::worker]
 fn square(x: i32) -> i32 {
     x.wrapping_mul(x)
@@ -31,24 +34,6 @@ fn spin(n: u64) -> u64 {
 
 const BARE_EXIT: &str = "MP_BENCH_BARE_EXIT";
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn timed(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed()
-            })
-            .collect(),
-    )
-}
-
 fn calibrate_spin() -> u64 {
     let mut n = 1_000u64;
     loop {
@@ -60,30 +45,6 @@ fn calibrate_spin() -> u64 {
         }
         n *= 2;
     }
-}
-
-fn python_rows() -> HashMap<String, (f64, Option<f64>)> {
-    let mut rows = HashMap::new();
-    if std::env::var_os("MP_BENCH_NO_PYTHON").is_some() {
-        return rows;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/pool.py");
-    let Ok(out) = Command::new("python3").arg(script).arg("fork").output() else {
-        return rows;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // {"name": "...", "seconds": x[, "serial": y]}: parsed by hand to keep dependencies few.
-        let field = |key: &str| -> Option<&str> {
-            let at = line.find(&format!("\"{key}\": "))? + key.len() + 4;
-            let rest = &line[at..];
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            Some(rest[..end].trim().trim_matches('"'))
-        };
-        if let (Some(name), Some(secs)) = (field("name"), field("seconds").and_then(|s| s.parse().ok())) {
-            rows.insert(name.to_string(), (secs, field("serial").and_then(|s| s.parse().ok())));
-        }
-    }
-    rows
 }
 
 struct Table(Vec<[String; 4]>);
@@ -110,7 +71,15 @@ fn main() {
     }
     mp::init();
     println!("cargo bench --bench pool   ({} CPUs)\n", mp::cpu_count());
-    let py = python_rows();
+    // {"name": ..., "seconds": x[, "serial": y]} a line.
+    let py: HashMap<String, (f64, Option<f64>)> = python_lines("pool.py", &["fork".to_string()])
+        .iter()
+        .filter_map(|l| {
+            let secs = json_field(l, "seconds")?.parse().ok()?;
+            let serial = json_field(l, "serial").and_then(|s| s.parse().ok());
+            Some((json_field(l, "name")?.to_string(), (secs, serial)))
+        })
+        .collect();
     let pool = mp::Pool::new(2).expect("pool");
     let rayon2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("rayon");
     let mut t = Table(Vec::new());

@@ -10,13 +10,15 @@
 //! the child has acknowledged the last message. Medians of several runs; ratios are what the
 //! targets are stated in. `MP_BENCH_NO_PYTHON=1` skips the CPython rows.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp::Queue;
+
+mod common;
+use common::{python_rows, timed};
 
 const SMALL: usize = 100_000;
 const BIG: usize = 64 << 20;
@@ -108,56 +110,13 @@ impl Drop for RawPeer {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn timed(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed()
-            })
-            .collect(),
-    )
-}
-
-fn python_rows() -> HashMap<String, f64> {
-    let mut rows = HashMap::new();
-    if std::env::var_os("MP_BENCH_NO_PYTHON").is_some() {
-        return rows;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/mp_queue_peer.py");
-    let Ok(out) = Command::new("python3").arg(script).arg(SMALL.to_string()).arg(BIG.to_string()).output()
-    else {
-        return rows;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // {"name": "...", "seconds": x}: parsed by hand to keep dependencies few.
-        let field = |key: &str| -> Option<&str> {
-            let at = line.find(&format!("\"{key}\": "))? + key.len() + 4;
-            let rest = &line[at..];
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            Some(rest[..end].trim().trim_matches('"'))
-        };
-        if let (Some(name), Some(secs)) = (field("name"), field("seconds").and_then(|s| s.parse().ok())) {
-            rows.insert(name.to_string(), secs);
-        }
-    }
-    rows
-}
-
 fn main() {
     if std::env::var_os(RAW_SINK).is_some() {
         raw_sink();
     }
     mp::init();
     println!("cargo bench --bench queue   ({} CPUs)\n", mp::cpu_count());
-    let py = python_rows();
+    let py = python_rows("mp_queue_peer.py", &[SMALL.to_string(), BIG.to_string()], "seconds");
     let mut rows: Vec<[String; 3]> = Vec::new();
 
     // 10^5 small messages.

@@ -11,6 +11,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::timed;
+
 const KEY: &str = "bench-key";
 
 #[mp::worker]
@@ -39,24 +42,6 @@ fn calibrate_spin() -> u64 {
         }
         n *= 2;
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn timed(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed()
-            })
-            .collect(),
-    )
 }
 
 fn main() {

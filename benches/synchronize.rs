@@ -12,9 +12,11 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{median, python_rows};
 
 /// Acquire+release pairs per timed run.
 const PAIRS: u32 = 1_000_000;
@@ -35,11 +37,6 @@ fn increment(value: mp::Value<i64>, n: u64, barrier: Option<mp::Barrier>) {
     if let Some(b) = &barrier {
         b.wait().unwrap();
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// The median seconds of one pair over `PAIR_RUNS` runs of `PAIRS`, after a warm-up run
@@ -111,33 +108,6 @@ fn thread_race() -> Duration {
     median((0..COUNTER_RUNS).map(|_| race()).collect())
 }
 
-/// `{"name": "...", "seconds": x}` lines of the CPython peer, by name.
-fn python_rows() -> HashMap<String, f64> {
-    let mut rows = HashMap::new();
-    if std::env::var_os("MP_BENCH_NO_PYTHON").is_some() {
-        return rows;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/synchronize.py");
-    let Ok(out) =
-        Command::new("python3").arg(script).arg(PAIRS.to_string()).arg(INCREMENTS.to_string()).output()
-    else {
-        return rows;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // Parsed by hand to keep dependencies few.
-        let field = |key: &str| -> Option<&str> {
-            let at = line.find(&format!("\"{key}\": "))? + key.len() + 4;
-            let rest = &line[at..];
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            Some(rest[..end].trim().trim_matches('"'))
-        };
-        if let (Some(name), Some(secs)) = (field("name"), field("seconds").and_then(|s| s.parse().ok())) {
-            rows.insert(name.to_string(), secs);
-        }
-    }
-    rows
-}
-
 struct Table(Vec<[String; 4]>);
 
 impl Table {
@@ -171,7 +141,7 @@ fn vs_python(py: &HashMap<String, f64>, name: &str, ours: f64, show: fn(f64) -> 
 fn main() {
     mp::init();
     println!("cargo bench --bench synchronize   ({} CPUs)\n", mp::cpu_count());
-    let py = python_rows();
+    let py = python_rows("synchronize.py", &[PAIRS.to_string(), INCREMENTS.to_string()], "seconds");
     let mut t = Table(Vec::new());
     let mut verdicts = Vec::new();
 
