@@ -303,6 +303,19 @@ pub fn eventfd_drain(efd: BorrowedFd<'_>) {
     let _ = rustix::io::read(efd, &mut buf);
 }
 
+/// `poll(2)` until `deadline` (`None`: no deadline); a signal just ends the wait early
+/// (callers look at the results and wait again).
+fn poll_until(pfds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<()> {
+    let timeout = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        Timespec::try_from(left).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 })
+    });
+    match rustix::event::poll(pfds, timeout.as_ref()) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Polls `fds` with the given interest; returns which are ready (readable, writable).
 pub fn poll_many(fds: &[(BorrowedFd<'_>, bool)], deadline: Option<Instant>) -> io::Result<Vec<(bool, bool)>> {
     let mut pfds: Vec<PollFd<'_>> = fds
@@ -315,14 +328,7 @@ pub fn poll_many(fds: &[(BorrowedFd<'_>, bool)], deadline: Option<Instant>) -> i
             PollFd::new(f, flags)
         })
         .collect();
-    let timeout = deadline.map(|d| {
-        let left = d.saturating_duration_since(Instant::now());
-        Timespec::try_from(left).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 })
-    });
-    match rustix::event::poll(&mut pfds, timeout.as_ref()) {
-        Ok(_) | Err(rustix::io::Errno::INTR) => {}
-        Err(e) => return Err(e.into()),
-    }
+    poll_until(&mut pfds, deadline)?;
     Ok(pfds
         .iter()
         .map(|p| {
@@ -353,14 +359,7 @@ pub fn poll_rw(fds: &[(BorrowedFd<'_>, bool, bool)], deadline: Option<Instant>) 
             PollFd::new(f, flags)
         })
         .collect();
-    let timeout = deadline.map(|d| {
-        let left = d.saturating_duration_since(Instant::now());
-        Timespec::try_from(left).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 })
-    });
-    match rustix::event::poll(&mut pfds, timeout.as_ref()) {
-        Ok(_) | Err(rustix::io::Errno::INTR) => {}
-        Err(e) => return Err(e.into()),
-    }
+    poll_until(&mut pfds, deadline)?;
     Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
 }
 
@@ -377,11 +376,7 @@ pub fn wait_exit_or_hangup(
         .map(|f| PollFd::new(f, PollFlags::IN))
         .chain(sockets.iter().map(|f| PollFd::new(f, PollFlags::RDHUP)))
         .collect();
-    let ts = Timespec::try_from(timeout).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
-    match rustix::event::poll(&mut pfds, Some(&ts)) {
-        Ok(_) | Err(rustix::io::Errno::INTR) => {}
-        Err(e) => return Err(e.into()),
-    }
+    poll_until(&mut pfds, Instant::now().checked_add(timeout))?;
     let any = |p: &PollFd<'_>| !p.revents().is_empty();
     let (a, b) = pfds.split_at(exits.len());
     Ok((a.iter().map(any).collect(), b.iter().map(any).collect()))
