@@ -324,19 +324,25 @@ fn an_oversized_message_is_refused_before_anything_is_put() {
     assert!(q.empty().unwrap());
 }
 
-#[mp::test]
-fn a_producer_killed_mid_message_leaves_no_half_message() {
+/// A small queue whose producer was SIGKILLed after its huge message had started (its first
+/// fragment counts) and filled the ring.
+fn queue_with_a_dead_producer_mid_message() -> Queue<Vec<u8>> {
     let q = Queue::<Vec<u8>>::builder().buffer_size(64 << 10).build().unwrap();
     let (ready, theirs) = Pipe::new::<u32>().unwrap();
     let mut p = Process::new(put_huge_and_hang, (q.clone(), theirs));
     p.start().unwrap();
     let pid = ready.recv().unwrap();
-    // The message has started (its first fragment counts), and the ring is full.
     while q.qsize().unwrap() == 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
     p.kill().unwrap();
     assert!(wait_gone(pid, Duration::from_secs(5)));
+    q
+}
+
+#[mp::test]
+fn a_producer_killed_mid_message_leaves_no_half_message() {
+    let q = queue_with_a_dead_producer_mid_message();
     // With no other producer, the consumer notices the dead one and drops the partial message.
     assert!(matches!(q.get_timeout(Duration::from_millis(300)), Err(Error::Empty)));
     q.put(b"after".to_vec()).unwrap();
@@ -346,16 +352,7 @@ fn a_producer_killed_mid_message_leaves_no_half_message() {
 
 #[mp::test]
 fn a_producer_killed_mid_message_is_cleaned_up_by_the_next_producer() {
-    let q = Queue::<Vec<u8>>::builder().buffer_size(64 << 10).build().unwrap();
-    let (ready, theirs) = Pipe::new::<u32>().unwrap();
-    let mut p = Process::new(put_huge_and_hang, (q.clone(), theirs));
-    p.start().unwrap();
-    let pid = ready.recv().unwrap();
-    while q.qsize().unwrap() == 0 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    p.kill().unwrap();
-    assert!(wait_gone(pid, Duration::from_secs(5)));
+    let q = queue_with_a_dead_producer_mid_message();
     // This put takes the producers' lock over from the dead one (which left a full ring): a
     // consumer thread drains the partial message meanwhile.
     let consumer = {
