@@ -8,8 +8,9 @@
 //!
 //! Targets: a proxy call within 1.5x of the raw round trip, and 4x CPython's proxy call or
 //! better. The three Rust measurements take turns, batch by batch, so a change in the load of
-//! the machine hits them alike. `MP_BENCH_NO_PYTHON=1` skips the CPython rows. The binary is
-//! its own worker.
+//! the machine hits them alike. A second run of this binary with `MP_BUSY_POLL=0` measures
+//! the call again with the managers' busy-polling off (sleep in `recv` as the raw peer does).
+//! `MP_BENCH_NO_PYTHON=1` skips the CPython rows. The binary is its own worker.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -59,11 +60,16 @@ fn per_iter_us(n: u64, mut f: impl FnMut(u64)) -> f64 {
     t.elapsed().as_secs_f64() / n as f64 * 1e6
 }
 
-fn main() {
-    mp::init();
-    println!("cargo bench --bench managers   ({} CPUs)\n", mp::cpu_count());
-    let py = python_rows("managers.py", &[], "us");
+/// Medians (µs) of the raw round trip, the frame round trip and one proxy call.
+struct Latency {
+    raw_us: f64,
+    frame_us: f64,
+    call_us: f64,
+}
 
+/// Raw, frame and proxy-call round trips, batch by batch in turns; returns the manager and
+/// the dict for the next rows.
+fn latencies() -> (Latency, mp::Manager, mp::DictProxy<u64, u64>) {
     // Raw socket peer.
     let dir = std::env::temp_dir().join(format!("mp-bench-raw-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -107,12 +113,38 @@ fn main() {
             call_us.push(c);
         }
     }
-    let (raw_us, frame_us, call_us) = (median(raw_us), median(frame_us), median(call_us));
+    let l = Latency { raw_us: median(raw_us), frame_us: median(frame_us), call_us: median(call_us) };
     drop(raw);
     drop(frames);
     raw_child.join().unwrap();
     frame_child.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+    (l, m, d)
+}
+
+fn main() {
+    mp::init();
+    if std::env::var_os("MP_BENCH_LATENCY_ONLY").is_some() {
+        let (l, _m, _d) = latencies();
+        println!("latency {} {} {}", l.raw_us, l.frame_us, l.call_us);
+        return;
+    }
+    println!("cargo bench --bench managers   ({} CPUs)\n", mp::cpu_count());
+    let py = python_rows("managers.py", &[], "us");
+    // The same measurement with busy-polling off, in a process of its own (the setting is
+    // read once per process, and inherited by the manager it starts).
+    let no_poll = std::process::Command::new(std::env::current_exe().expect("this binary"))
+        .env("MP_BENCH_LATENCY_ONLY", "1")
+        .env("MP_BUSY_POLL", "0")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|out| {
+            let line = out.lines().find(|l| l.starts_with("latency "))?.to_string();
+            let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            (v.len() == 3).then(|| Latency { raw_us: v[0], frame_us: v[1], call_us: v[2] })
+        });
+    let (Latency { raw_us, frame_us, call_us }, _m, d) = latencies();
 
     // Two child processes calling at once (one connection and one server thread each).
     let pairs = 5_000u64;
@@ -141,6 +173,14 @@ fn main() {
         format!("{:.2}x raw round trip", call_us / raw_us),
         &format!("raw Unix-socket round trip {raw_us:.1} us (target <= 1.5x)"),
     );
+    if let Some(l) = &no_poll {
+        row(
+            "  same, busy-polling off",
+            format!("{:.1} us", l.call_us),
+            format!("{:.2}x raw round trip", l.call_us / l.raw_us),
+            &format!("MP_BUSY_POLL=0, its own run: raw {:.1} us, frame {:.1} us", l.raw_us, l.frame_us),
+        );
+    }
     row(
         "  mp frame round trip",
         format!("{frame_us:.1} us"),

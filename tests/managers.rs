@@ -514,3 +514,30 @@ fn a_proxy_passed_through_a_queue_stays_live() {
     let l = q.get_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(l.to_vec().unwrap(), ["kept"]);
 }
+
+/// CPU time (user + system) of `pid` so far, from `/proc` (in clock ticks of 10 ms).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; fields[0] here is field 3.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[mp::test]
+fn busy_polling_stops_when_the_client_goes_quiet() {
+    let m = Manager::new().unwrap();
+    let pid = m.pid().unwrap();
+    let d = m.dict::<u64, u64>().unwrap();
+    // A tight loop of calls: both sides poll for the next message instead of sleeping.
+    for i in 0..3_000 {
+        d.insert(i % 10, i).unwrap();
+    }
+    assert_eq!(d.get(&9).unwrap(), Some(2_999));
+    // Then nothing: the server thread must sleep, not poll (a spinning thread would burn
+    // the whole second).
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    assert!(used <= 10, "an idle manager used {used}0 ms of CPU in 1 s");
+    assert_eq!(d.get(&9).unwrap(), Some(2_999));
+}

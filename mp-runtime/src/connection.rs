@@ -187,6 +187,17 @@ impl<T> Connection<T> {
         }
     }
 
+    /// Busy-polls briefly before blocking in receives (see `wire::Spin`): for request/
+    /// response connections whose waits are usually microseconds (the managers'), unless
+    /// `MP_BUSY_POLL=0`.
+    pub(crate) fn spin_before_blocking(&self) {
+        if let Some(inner) = &self.inner {
+            if wire::busy_poll_enabled() {
+                inner.reader.lock().unwrap_or_else(|p| p.into_inner()).spin = Some(Default::default());
+            }
+        }
+    }
+
     /// The socket, for a channel that will speak the child protocol on it (a remote pool
     /// worker). Refused if the handshake's reader already holds bytes of the next frame.
     pub(crate) fn into_fd(mut self) -> Result<OwnedFd, Error> {

@@ -19,14 +19,21 @@ pub(crate) fn bind(addr: &Address, authkey: &[u8]) -> Result<Listener, Error> {
 /// an mp client) is an `Err` about that peer only: the caller logs it and accepts again.
 /// `Error::Timeout` after `timeout` (so the caller can notice it was asked to stop).
 pub(crate) fn accept(listener: &Listener, timeout: std::time::Duration) -> Result<Conn, Error> {
-    listener.accept_timeout::<()>(timeout)
+    let conn = listener.accept_timeout::<()>(timeout)?;
+    // Calls come in bursts from a client's loop: catch the next one without sleeping.
+    conn.spin_before_blocking();
+    Ok(conn)
 }
 
 /// Connects to the manager at `addr` and authenticates both ways. A manager that is gone
 /// (socket removed or nobody listening) is `Error::Disconnected`; a wrong key `Error::Auth`.
 pub(crate) fn connect(addr: &Address, authkey: &[u8]) -> Result<Conn, Error> {
     match Client::connect::<()>(addr, authkey) {
-        Ok(c) => Ok(c),
+        Ok(c) => {
+            // A reply usually comes within microseconds: catch it without sleeping.
+            c.spin_before_blocking();
+            Ok(c)
+        }
         Err(Error::Io { source, .. })
             if matches!(
                 source.kind(),
