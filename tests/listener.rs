@@ -119,6 +119,57 @@ fn a_listener_that_never_answers_times_the_client_out() {
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
 }
 
+#[mp::test]
+fn a_unix_listener_with_a_full_backlog_times_the_client_out() {
+    let dir = std::env::temp_dir().join(format!("mp-test-backlog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("s");
+    // Never accepts: connections queue in its backlog until it is full, and then a blocking
+    // connect waits for a free slot.
+    let silent = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let filler = {
+        let (path, queued) = (path.clone(), queued.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            // Ends when the listener closes (the connect blocked on the full backlog fails).
+            while let Ok(s) = UnixStream::connect(&path) {
+                held.push(s);
+                queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            held.len()
+        })
+    };
+    // Wait until the filler is stuck on the full backlog.
+    let mut last = usize::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = queued.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let fds = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or("").to_string();
+    // The backlog holds net.core.somaxconn (4096) connections: the filler needs that many fds.
+    assert!(!filler.is_finished(), "{last} connections filled no backlog (fd limit? {fds})");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        tx.send(Client::connect_timeout::<u8>(p.as_path(), b"k", Duration::from_millis(300))).unwrap()
+    });
+    let r = rx.recv_timeout(Duration::from_secs(30)).expect("connect_timeout returned");
+    match r {
+        Err(Error::Timeout { what, .. }) => assert!(what.contains("backlog"), "{what}"),
+        other => panic!("expected a timeout naming the backlog, got {other:?}"),
+    }
+    drop(silent);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(filler.join().unwrap() > 0);
+}
+
 /// Reads a raw stream until the other side closes it; false if it stayed open 30 s.
 fn closed_by_peer(s: &mut TcpStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

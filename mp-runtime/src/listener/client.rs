@@ -3,13 +3,13 @@
 
 use std::net::TcpStream;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use super::handshake::{self, Handshake, Role, Status};
 use super::{Address, DEFAULT_HANDSHAKE_TIMEOUT, IntoAddress, TlsClientConfig};
 use crate::connection::Connection;
 use crate::error::Error;
+use crate::sys;
 use crate::wire::{self, FrameReader, Kind};
 
 /// Connects to a [`Listener`](super::Listener) (Python's `multiprocessing.connection.Client`).
@@ -102,7 +102,9 @@ impl Client {
     }
 
     /// [`connect`](Self::connect), with `timeout` bounding the connection and the handshake
-    /// together ([`Error::Timeout`]).
+    /// together ([`Error::Timeout`]), including the wait for a Unix listener whose backlog
+    /// of unaccepted connections is full. (Without a timeout, that wait and the handshake
+    /// are bounded by [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::DEFAULT_HANDSHAKE_TIMEOUT).)
     ///
     /// # Examples
     ///
@@ -156,9 +158,19 @@ pub(crate) fn connect<T>(
     let timed_out =
         |what: String| Error::Timeout { what, after: timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT) };
     let fd: OwnedFd = match &addr {
-        Address::Unix(path) => UnixStream::connect(path)
+        // Without a timeout, a listener whose backlog stays full is waited for as long as a
+        // handshake may take.
+        Address::Unix(path) => match sys::connect_unix(path, deadline)
             .map_err(|e| Error::io(format!("connecting to {addr} (is a Listener there?)"), e))?
-            .into(),
+        {
+            Some(fd) => fd,
+            None => {
+                return Err(timed_out(format!(
+                    "connecting to {addr} (its backlog of unaccepted connections is full: is \
+                     the listener accepting?)"
+                )));
+            }
+        },
         Address::Tcp(hp) => {
             let mut last = None;
             let mut stream = None;

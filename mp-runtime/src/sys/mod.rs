@@ -37,6 +37,36 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((a, b))
 }
 
+/// Connects a Unix stream socket to `path`, giving up at `deadline` (`Ok(None)`). A blocking
+/// `connect` waits for as long as the listener's backlog stays full; a non-blocking one says
+/// `EAGAIN` then, and there is nothing to poll for, so it is retried every few milliseconds.
+pub fn connect_unix(path: &std::path::Path, deadline: Instant) -> io::Result<Option<OwnedFd>> {
+    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        match retry(|| rustix::net::connect(&fd, &addr)) {
+            Ok(()) => {
+                rustix::io::ioctl_fionbio(&fd, false)?;
+                return Ok(Some(fd));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Writes every byte of `bufs`, attaching `fds` to the first chunk. Never raises SIGPIPE: a
 /// vanished peer is `BrokenPipe`.
 pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
