@@ -110,7 +110,8 @@ pub(crate) fn lookup(name: &str) -> Result<&'static WorkerEntry, Error> {
     table()?.get(name).copied().ok_or_else(|| Error::UnknownWorker { name: name.to_string() })
 }
 
-/// The names of every registered worker (sorted), e.g. for diagnostics.
+/// The names of every registered worker (sorted), e.g. for diagnostics. mp's own entry
+/// points (the manager server, the shared-memory tracker, named `mp::…`) are not listed.
 ///
 /// # Examples
 ///
@@ -118,10 +119,16 @@ pub(crate) fn lookup(name: &str) -> Result<&'static WorkerEntry, Error> {
 /// #[mp::worker]
 /// fn noop() {}
 ///
-/// assert!(mp::registered_workers().iter().any(|n| n.ends_with("::noop")));
+/// let names = mp::registered_workers();
+/// assert!(names.iter().any(|n| n.ends_with("::noop")));
+/// assert!(!names.iter().any(|n| n.starts_with("mp::")));
 /// ```
 pub fn registered_workers() -> Vec<&'static str> {
-    let mut v: Vec<_> = inventory::iter::<WorkerEntry>.into_iter().map(|e| e.name).collect();
+    let mut v: Vec<_> = inventory::iter::<WorkerEntry>
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| !n.starts_with("mp::"))
+        .collect();
     v.sort_unstable();
     v
 }
