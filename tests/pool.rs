@@ -288,6 +288,19 @@ fn maxtasksperchild_replaces_workers() {
 }
 
 #[mp::test]
+fn a_small_map_spreads_over_every_worker() {
+    // A deep prefetch (what the pool picks after short tasks) must not let the first worker
+    // take a whole small map while the other waits.
+    let pool = Pool::builder().processes(2).prefetch(8).build().unwrap();
+    let warm: HashSet<u32> = pool.map_chunked(my_pid, 0..64, 1).unwrap().into_iter().collect();
+    assert_eq!(warm.len(), 2, "both workers are up: {warm:?}");
+    for _ in 0..5 {
+        let pids: HashSet<u32> = pool.map_chunked(my_pid, 0..4, 1).unwrap().into_iter().collect();
+        assert_eq!(pids.len(), 2, "4 tasks ran on {pids:?}");
+    }
+}
+
+#[mp::test]
 fn initializer_runs_once_per_worker() {
     let dir = tempdir("init");
     let pool =

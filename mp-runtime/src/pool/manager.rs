@@ -443,16 +443,24 @@ impl Manager {
         let has_children = self.shared.config.processes > 0;
         // Tasks whose arguments carry descriptors, kept for a local child.
         let mut local_only: Vec<Task> = Vec::new();
-        for slot in self.slots.iter_mut().flatten() {
-            while slot.inflight.len() < depth && !slot.retiring {
+        // One task per worker per pass: a small map spreads over every worker instead of
+        // filling the first one up to `depth`.
+        let mut progressed = true;
+        while progressed && !self.pending.is_empty() {
+            progressed = false;
+            for slot in self.slots.iter_mut().flatten() {
+                if slot.inflight.len() >= depth || slot.retiring {
+                    continue;
+                }
                 if let Some(m) = max
                     && slot.tasks_done + slot.inflight.len() as u64 >= m
                 {
-                    break;
+                    continue;
                 }
                 let Some(task) = self.pending.pop_front() else {
                     break;
                 };
+                progressed = true;
                 if !task.fds.is_empty() && matches!(slot.peer, Peer::Attached { .. }) {
                     // Descriptors cannot cross a network (or MPI): only a child can take it.
                     if has_children {
