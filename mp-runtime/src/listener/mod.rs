@@ -185,7 +185,7 @@ impl Listener {
         Listener::open(addr, Some(authkey.as_ref().to_vec()), Some(tls.clone()))
     }
 
-    /// Whether connections to this listener use TLS ([`bind_tls`](Self::bind_tls)).
+    /// Whether connections to this listener use TLS (`bind_tls`, feature `tls`).
     ///
     /// # Examples
     ///
