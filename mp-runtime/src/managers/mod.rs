@@ -395,7 +395,9 @@ enum State {
 /// Remote use: [`Manager::builder()`](Self::builder)`.address("0.0.0.0:50000").authkey(key)`
 /// then `.start()` (a child process serves on that address) or `.serve()` (this process
 /// serves), and [`Manager::connect`]`(addr, key)` from other processes or hosts; objects are
-/// found by name in the [`shared`](Self::shared) namespace.
+/// found by name in the [`shared`](Self::shared) namespace. Across untrusted networks, add
+/// `.tls(certificate)` to the builder and connect with `Manager::connect_tls` (feature
+/// `tls`): proxies then reach the manager over TLS in every process they are handed to.
 ///
 /// # Examples
 ///
@@ -445,7 +447,7 @@ impl Manager {
         Manager::builder().start()
     }
 
-    /// Options: address, authkey, connection limit; then `start` or `serve`.
+    /// Options: address, authkey, connection limit, TLS (feature `tls`); then `start` or `serve`.
     ///
     /// # Examples
     ///
