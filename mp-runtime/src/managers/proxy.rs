@@ -82,15 +82,9 @@ pub(crate) fn forget_if_unused(c: &Arc<Client>) {
     }
 }
 
-/// The key and TLS trust of a client of the manager at `addr` in this process, if there is
-/// one.
-fn known(addr: &Address) -> Option<(Arc<[u8]>, Option<Arc<TlsTrust>>)> {
-    CLIENTS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .find(|c| c.addr == *addr)
-        .map(|c| (c.authkey.clone(), c.tls.clone()))
+/// A client of the manager at `addr` in this process, if there is one.
+fn known(addr: &Address) -> Option<Arc<Client>> {
+    CLIENTS.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|c| c.addr == *addr).cloned()
 }
 
 /// A reply, its result still encoded.
@@ -497,21 +491,19 @@ impl<'de> Deserialize<'de> for RawProxy {
         // Key and trust of this process's client of the manager, for what the proxy left out
         // because it came from that manager: preferably the client the reply came through.
         let ours = || {
-            FROM.with(|f| {
-                f.borrow().as_ref().filter(|c| c.addr == w.addr).map(|c| (c.authkey.clone(), c.tls.clone()))
-            })
-            .or_else(|| known(&w.addr))
+            FROM.with(|f| f.borrow().as_ref().filter(|c| c.addr == w.addr).cloned())
+                .or_else(|| known(&w.addr))
         };
         let tls = match w.tls {
             OwnedTls::Plain => None,
             OwnedTls::Trust(t) => Some(shared_trust(t)),
-            OwnedTls::Manager => ours().and_then(|(_, t)| t),
+            OwnedTls::Manager => ours().and_then(|c| c.tls.clone()),
         };
         let authkey: Arc<[u8]> = match w.key {
             OwnedKey::Program => crate::process::authkey().into(),
             OwnedKey::Bytes(k) => k.into(),
             OwnedKey::Manager => match ours() {
-                Some((k, _)) => k,
+                Some(c) => c.authkey.clone(),
                 None => {
                     return Err(D::Error::custom(codec::custom_error(format!(
                         "a proxy of the manager at {} arrived without its authkey (it was \
