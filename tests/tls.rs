@@ -2,7 +2,10 @@
 //! check out (unknown CA, wrong name), plaintext and TLS peers meeting the other kind (both
 //! fail at once, on both sides), bad PEM, a large message both ways, descriptors freed when
 //! connections close, and a listening pool over TLS served by a worker host (this binary
-//! with `MP_CONNECT` and `MP_TLS_CA`).
+//! with `MP_CONNECT` and `MP_TLS_CA`). Managers over TLS: one started with a certificate used
+//! by two client processes that connect with its CA, proxies handed to workers (local, and
+//! on a worker host that has no TLS settings of its own), one served in a process of its own,
+//! plaintext and TLS meeting the other kind, an unknown CA or name, TLS on a Unix address.
 //!
 //! Certificates are made at test time with rcgen: a CA, and a listener certificate it signs
 //! for `localhost` and `127.0.0.1`.
@@ -17,7 +20,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mp::{Address, Client, Connection, Error, Listener, Pool, Process, TlsClientConfig, TlsServerConfig};
+use mp::{
+    Address, Client, Connection, DictProxy, Error, Listener, Manager, Pipe, Pool, Process, QueueProxy,
+    TlsClientConfig, TlsServerConfig,
+};
 
 const KEY: &[u8] = b"tls-test-key";
 
@@ -92,6 +98,45 @@ fn tls_doubler(addr: Address, ca: String) -> u32 {
         n += 1;
     }
     n
+}
+
+/// A client process of a TLS manager: connects trusting `ca`, takes jobs until `None` and
+/// records their squares; returns how many it took.
+#[mp::worker]
+fn take_jobs_over_tls(addr: String, ca: String, who: u32) -> u32 {
+    let tls = TlsClientConfig::from_ca_pem(ca).unwrap();
+    let m = Manager::connect_tls(addr.as_str(), KEY, &tls).unwrap();
+    let jobs: QueueProxy<Option<u64>> = m.shared().get("jobs").unwrap().expect("jobs published");
+    let results: DictProxy<u64, (u64, u32)> = m.shared().get("results").unwrap().expect("results published");
+    let mut done = 0;
+    while let Some(n) = jobs.get().unwrap() {
+        results.insert(n, (n * n, who)).unwrap();
+        done += 1;
+    }
+    done
+}
+
+/// Uses a queue proxy it was handed, in a process that never connected to its manager.
+#[mp::worker]
+fn put_from_a_child(q: QueueProxy<String>, s: String) {
+    q.put(s).unwrap();
+}
+
+/// Runs on a pool's worker host: records `n * n` through a proxy it was handed.
+#[mp::worker]
+fn square_into(d: DictProxy<u64, u64>, n: u64) -> u64 {
+    d.insert(n, n * n).unwrap();
+    n
+}
+
+/// Serves a TLS manager in this process, on a free port, until a client stops it.
+#[mp::worker]
+fn serve_tls_here(cert: String, key: String, report: Connection<String>) -> String {
+    let tls = TlsServerConfig::from_pem(cert, key).unwrap();
+    let server = Manager::builder().address("127.0.0.1:0").authkey(KEY.to_vec()).tls(tls).server().unwrap();
+    report.send(server.address().to_string()).unwrap();
+    server.serve_forever().unwrap();
+    "stopped".to_string()
 }
 
 type Conn = Result<Connection<Vec<u8>>, Error>;
@@ -313,6 +358,167 @@ fn closed_connections_free_their_descriptors() {
     assert_eq!(open_fds(), before, "descriptors left open after the connections closed");
 }
 
+/// A manager started with `pki`'s certificate on a free loopback port.
+fn tls_manager(pki: &Pki) -> Manager {
+    Manager::builder().address("127.0.0.1:0").authkey(KEY.to_vec()).tls(pki.server()).start().unwrap()
+}
+
+fn manager_auth_message(r: Result<Manager, Error>) -> String {
+    match r {
+        Err(Error::Auth(m)) => m,
+        other => panic!("expected Error::Auth, got {other:?}"),
+    }
+}
+
+fn a_tls_manager_serves_two_client_processes() {
+    let pki = Pki::new();
+    let mut m = tls_manager(&pki);
+    assert!(m.address().is_tcp());
+    let jobs = m.queue::<Option<u64>>().unwrap();
+    let results = m.dict::<u64, (u64, u32)>().unwrap();
+    m.shared().set("jobs", jobs.clone()).unwrap();
+    m.shared().set("results", results.clone()).unwrap();
+    for n in 0..40 {
+        jobs.put(Some(n)).unwrap();
+    }
+    let mut clients: Vec<_> = (0..2)
+        .map(|who| Process::new(take_jobs_over_tls, (m.address().to_string(), pki.ca.clone(), who)))
+        .collect();
+    clients.iter_mut().for_each(|p| p.start().unwrap());
+    for _ in 0..2 {
+        jobs.put(None).unwrap();
+    }
+    let done: u32 = clients.iter_mut().map(|p| p.join().unwrap()).sum();
+    assert_eq!(done, 40);
+    assert_eq!(results.len().unwrap(), 40);
+    for n in 0..40 {
+        assert_eq!(results.get(&n).unwrap().map(|r| r.0), Some(n * n));
+    }
+    for p in &clients {
+        common::assert_reaped(p.pid().unwrap());
+    }
+    // This process reaches it too, by the name on its certificate, with the CA.
+    let port = m.address().to_string().rsplit(':').next().unwrap().to_string();
+    let c = Manager::connect_tls(format!("localhost:{port}"), KEY, &pki.client()).unwrap();
+    let d: DictProxy<u64, (u64, u32)> = c.shared().get("results").unwrap().unwrap();
+    assert_eq!(d.get(&7).unwrap().map(|r| r.0), Some(49));
+    let pid = m.pid().unwrap();
+    m.shutdown().unwrap();
+    common::assert_reaped(pid);
+}
+
+fn proxies_of_a_tls_manager_reach_workers_over_tls() {
+    let pki = Pki::new();
+    let m = tls_manager(&pki);
+    // From the owner (which trusts its server's certificate): the proxy carries that trust.
+    let q = m.queue::<String>().unwrap();
+    let mut p = Process::new(put_from_a_child, (q.clone(), "from the owner's proxy".to_string()));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(30)).unwrap(), "from the owner's proxy");
+    // From a manager connected with the CA: the proxy carries the CA.
+    m.shared().set("q", q.clone()).unwrap();
+    let c = Manager::connect_tls(m.address(), KEY, &pki.client()).unwrap();
+    let q2: QueueProxy<String> = c.shared().get("q").unwrap().unwrap();
+    let json = serde_json::to_string(&q2).unwrap();
+    assert!(json.contains("Cas"), "the CA travels with the proxy: {json}");
+    let mut p = Process::new(put_from_a_child, (q2, "from a connected manager's proxy".to_string()));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(30)).unwrap(), "from a connected manager's proxy");
+    // Stored in a plain manager and read back from there: the trust was stored with it.
+    let plain = Manager::builder().address("127.0.0.1:0").authkey(KEY.to_vec()).start().unwrap();
+    let shelf = plain.dict::<u8, QueueProxy<String>>().unwrap();
+    shelf.insert(0, q.clone()).unwrap();
+    let back = shelf.get(&0).unwrap().unwrap();
+    let mut p = Process::new(put_from_a_child, (back, "through a plain manager".to_string()));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(30)).unwrap(), "through a plain manager");
+
+    // A pool's worker on another host, whose environment has no TLS settings at all.
+    let d = m.dict::<u64, u64>().unwrap();
+    let pool = Pool::builder().processes(0).listen("127.0.0.1:0", KEY).build().unwrap();
+    {
+        let _host = Host::start(&pool.address().unwrap().to_string(), None);
+        pool.wait_for_workers(1, Duration::from_secs(60)).unwrap();
+        let done = pool.starmap(square_into, (0..10).map(|n| (d.clone(), n))).unwrap();
+        assert_eq!(done, (0..10).collect::<Vec<_>>());
+    }
+    assert_eq!(d.len().unwrap(), 10);
+    assert_eq!(d.get(&9).unwrap(), Some(81));
+}
+
+fn a_tls_manager_served_in_its_own_process_is_stopped_by_a_client() {
+    let pki = Pki::new();
+    let (rx, tx) = Pipe::new::<String>().unwrap();
+    let mut p = Process::new(serve_tls_here, (pki.cert.clone(), pki.key.clone(), tx));
+    p.start().unwrap();
+    let addr = rx.recv().unwrap();
+    let mut c = Manager::connect_tls(addr.as_str(), KEY, &pki.client()).unwrap();
+    let l = c.list::<u8>().unwrap();
+    l.push(1).unwrap();
+    assert_eq!(l.len().unwrap(), 1);
+    let m = manager_auth_message(Manager::connect(addr.as_str(), KEY));
+    assert!(m.contains("uses TLS") && m.contains("Manager::connect_tls"), "{m}");
+    c.shutdown().unwrap();
+    assert_eq!(p.join().unwrap(), "stopped");
+    common::assert_reaped(p.pid().unwrap());
+}
+
+fn plaintext_and_tls_managers_refuse_the_other_kind_at_once() {
+    let pki = Pki::new();
+    let tls = tls_manager(&pki);
+    // Without TLS, to a TLS manager: Auth (not a timeout), naming what to call.
+    let m = manager_auth_message(Manager::connect(tls.address(), KEY));
+    assert!(m.contains("uses TLS") && m.contains("Manager::connect_tls"), "{m}");
+    // With TLS, to a plaintext one: Auth, naming both ways out.
+    let plain = Manager::builder().address("127.0.0.1:0").authkey(KEY.to_vec()).start().unwrap();
+    let m = manager_auth_message(Manager::connect_tls(plain.address(), KEY, &pki.client()));
+    assert!(m.contains("does not use TLS") && m.contains("Manager::connect") && m.contains(".tls("), "{m}");
+    // Both still serve the right kind of client.
+    let c = Manager::connect_tls(tls.address(), KEY, &pki.client()).unwrap();
+    c.shared().set("x", 1u8).unwrap();
+    assert_eq!(tls.shared().get::<u8>("x").unwrap(), Some(1));
+    let c = Manager::connect(plain.address(), KEY).unwrap();
+    c.shared().set("y", 2u8).unwrap();
+    assert_eq!(plain.shared().get::<u8>("y").unwrap(), Some(2));
+}
+
+fn a_tls_manager_refuses_an_unknown_ca_a_wrong_name_and_a_wrong_key() {
+    let pki = Pki::new();
+    let m = tls_manager(&pki);
+    m.shared().set("x", 5u8).unwrap();
+    let msg = manager_auth_message(Manager::connect_tls(m.address(), KEY, &Pki::new().client()));
+    assert!(msg.contains("not signed by a CA this client trusts"), "{msg}");
+    let other_name = pki.client().server_name("manager.example").unwrap();
+    let msg = manager_auth_message(Manager::connect_tls(m.address(), KEY, &other_name));
+    assert!(msg.contains("not issued for manager.example"), "{msg}");
+    let msg = manager_auth_message(Manager::connect_tls(m.address(), b"wrong", &pki.client()));
+    assert!(msg.contains("authkey"), "{msg}");
+    // The failed attempts spoil nothing: the right CA and key work from this process.
+    let c = Manager::connect_tls(m.address(), KEY, &pki.client()).unwrap();
+    assert_eq!(c.shared().get::<u8>("x").unwrap(), Some(5));
+}
+
+fn manager_tls_needs_a_tcp_address() {
+    let pki = Pki::new();
+    let invalid = |r: Result<(), Error>| match r {
+        Err(Error::Invalid(m)) => assert!(m.contains("TCP address") && m.contains("Unix socket"), "{m}"),
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    };
+    invalid(Manager::builder().tls(pki.server()).start().map(drop));
+    let unix = Address::unix_temp();
+    invalid(Manager::builder().address(&unix).tls(pki.server()).start().map(drop));
+    invalid(Manager::builder().address(&unix).tls(pki.server()).server().map(drop));
+    invalid(Manager::builder().address(&unix).authkey(KEY.to_vec()).tls(pki.server()).serve());
+    let local = Manager::new().unwrap();
+    match Manager::connect_tls(local.address(), local.authkey(), &pki.client()) {
+        Err(Error::Invalid(m)) => assert!(m.contains("Manager::connect"), "{m}"),
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+}
+
 /// A worker host: this binary with `MP_CONNECT`, killed (with its workers) on drop.
 struct Host {
     child: Child,
@@ -412,6 +618,23 @@ fn main() {
             "a_pool_listening_over_tls_runs_a_map_on_a_worker_host",
             a_pool_listening_over_tls_runs_a_map_on_a_worker_host,
         ),
+        // Managers keep idle connections (and their TLS pumps) for the process's lifetime:
+        // after closed_connections_free_their_descriptors.
+        ("a_tls_manager_serves_two_client_processes", a_tls_manager_serves_two_client_processes),
+        ("proxies_of_a_tls_manager_reach_workers_over_tls", proxies_of_a_tls_manager_reach_workers_over_tls),
+        (
+            "a_tls_manager_served_in_its_own_process_is_stopped_by_a_client",
+            a_tls_manager_served_in_its_own_process_is_stopped_by_a_client,
+        ),
+        (
+            "plaintext_and_tls_managers_refuse_the_other_kind_at_once",
+            plaintext_and_tls_managers_refuse_the_other_kind_at_once,
+        ),
+        (
+            "a_tls_manager_refuses_an_unknown_ca_a_wrong_name_and_a_wrong_key",
+            a_tls_manager_refuses_an_unknown_ca_a_wrong_name_and_a_wrong_key,
+        ),
+        ("manager_tls_needs_a_tcp_address", manager_tls_needs_a_tcp_address),
     ];
     // libtest-style: an optional name filter; flags (from `cargo test`) are ignored.
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();

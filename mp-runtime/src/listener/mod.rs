@@ -16,6 +16,19 @@ pub(crate) use client::connect;
 #[cfg(feature = "tls")]
 pub use tls::{TlsClientConfig, TlsServerConfig};
 
+/// What a TLS client trusts, as plain data that can travel to another process: a manager
+/// proxy carries it so that whoever receives the proxy can reach a TLS manager
+/// (`../managers/README.md`). Certificates are public, so this may go anywhere a proxy goes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum TlsTrust {
+    /// CA certificates (DER), and the name the listener's certificate must carry when it is
+    /// not the host of the address connected to.
+    Cas { cas: Vec<Vec<u8>>, server_name: Option<String> },
+    /// Exactly this certificate (DER), whatever its issuer and names: what the owner of a
+    /// manager started with TLS trusts (the certificate it gave its server).
+    Pinned(Vec<u8>),
+}
+
 /// TLS settings where the `tls` feature is off: none can exist.
 #[cfg(not(feature = "tls"))]
 #[derive(Clone, Debug)]

@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConnection, RootCertStore, ServerConnection};
 use rustls::{Connection as Session, Error as TlsError};
 
-use super::Address;
+use super::{Address, TlsTrust};
 use crate::error::Error;
 use crate::sys;
 
@@ -50,6 +50,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 #[derive(Clone)]
 pub struct TlsServerConfig {
     config: Arc<rustls::ServerConfig>,
+    /// The PEM it was made from: a manager started with TLS gets it in its task arguments.
+    pem: Arc<ServerPem>,
+}
+
+/// A listener's certificate chain and key as PEM, and its certificate (DER).
+pub(crate) struct ServerPem {
+    pub cert_chain: Vec<u8>,
+    pub key: Vec<u8>,
+    pub leaf: Vec<u8>,
 }
 
 impl std::fmt::Debug for TlsServerConfig {
@@ -74,8 +83,10 @@ impl TlsServerConfig {
     /// assert!(matches!(bad, Err(mp::Error::Invalid(_))));
     /// ```
     pub fn from_pem(cert_chain: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<TlsServerConfig, Error> {
-        let certs = certs_from_pem(cert_chain.as_ref(), "the listener's certificate chain")?;
-        let key = PrivateKeyDer::from_pem_slice(key.as_ref()).map_err(|e| {
+        let (cert_chain, key) = (cert_chain.as_ref(), key.as_ref());
+        let certs = certs_from_pem(cert_chain, "the listener's certificate chain")?;
+        let pem = ServerPem { cert_chain: cert_chain.to_vec(), key: key.to_vec(), leaf: certs[0].to_vec() };
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
             Error::invalid(format!(
                 "no private key in the PEM given for the listener ({e}): expected a \
                  '-----BEGIN PRIVATE KEY-----' (or RSA / EC PRIVATE KEY) block"
@@ -92,7 +103,12 @@ impl TlsServerConfig {
                      the one the certificate was issued for?)"
                 ))
             })?;
-        Ok(TlsServerConfig { config: Arc::new(config) })
+        Ok(TlsServerConfig { config: Arc::new(config), pem: Arc::new(pem) })
+    }
+
+    /// The PEM this configuration was made from, and the listener's certificate.
+    pub(crate) fn pem(&self) -> &ServerPem {
+        &self.pem
     }
 
     /// [`from_pem`](Self::from_pem), reading both from files (a missing or unreadable file is
@@ -134,6 +150,8 @@ impl TlsServerConfig {
 pub struct TlsClientConfig {
     config: Arc<rustls::ClientConfig>,
     server_name: Option<ServerName<'static>>,
+    /// The same, as data another process can rebuild it from (a manager proxy carries it).
+    trust: Arc<TlsTrust>,
 }
 
 impl std::fmt::Debug for TlsClientConfig {
@@ -154,16 +172,43 @@ impl TlsClientConfig {
     /// assert!(matches!(mp::TlsClientConfig::from_ca_pem("garbage"), Err(mp::Error::Invalid(_))));
     /// ```
     pub fn from_ca_pem(ca: impl AsRef<[u8]>) -> Result<TlsClientConfig, Error> {
-        let mut roots = RootCertStore::empty();
-        for cert in certs_from_pem(ca.as_ref(), "the CA certificates")? {
-            roots.add(cert).map_err(|e| Error::invalid(format!("a CA certificate cannot be used: {e}")))?;
-        }
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        let cas = certs_from_pem(ca.as_ref(), "the CA certificates")?;
+        TlsClientConfig::from_trust(&TlsTrust::Cas {
+            cas: cas.iter().map(|c| c.to_vec()).collect(),
+            server_name: None,
+        })
+    }
+
+    /// Rebuilds a configuration from what it trusts (in a process a manager proxy was sent to).
+    pub(crate) fn from_trust(trust: &TlsTrust) -> Result<TlsClientConfig, Error> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| Error::invalid(format!("TLS client configuration: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(TlsClientConfig { config: Arc::new(config), server_name: None })
+            .map_err(|e| Error::invalid(format!("TLS client configuration: {e}")))?;
+        let (config, server_name) = match trust {
+            TlsTrust::Cas { cas, server_name } => {
+                let mut roots = RootCertStore::empty();
+                for cert in cas {
+                    roots
+                        .add(CertificateDer::from(cert.clone()))
+                        .map_err(|e| Error::invalid(format!("a CA certificate cannot be used: {e}")))?;
+                }
+                let name = server_name.as_deref().map(parse_server_name).transpose()?;
+                (builder.with_root_certificates(roots).with_no_client_auth(), name)
+            }
+            TlsTrust::Pinned(cert) => {
+                let pin = Pinned { cert: cert.clone(), provider: provider() };
+                (
+                    builder.dangerous().with_custom_certificate_verifier(Arc::new(pin)).with_no_client_auth(),
+                    None,
+                )
+            }
+        };
+        Ok(TlsClientConfig { config: Arc::new(config), server_name, trust: Arc::new(trust.clone()) })
+    }
+
+    /// What this configuration trusts, as data.
+    pub(crate) fn trust(&self) -> &Arc<TlsTrust> {
+        &self.trust
     }
 
     /// [`from_ca_pem`](Self::from_ca_pem), reading the file at `path`.
@@ -190,10 +235,81 @@ impl TlsClientConfig {
     /// assert!(tls.server_name("not a name!").is_err());
     /// ```
     pub fn server_name(mut self, name: &str) -> Result<TlsClientConfig, Error> {
-        let name = ServerName::try_from(name.to_string())
-            .map_err(|e| Error::invalid(format!("{name:?} is not a DNS name or IP address: {e}")))?;
-        self.server_name = Some(name);
+        self.server_name = Some(parse_server_name(name)?);
+        if let TlsTrust::Cas { cas, .. } = &*self.trust {
+            let cas = cas.clone();
+            self.trust = Arc::new(TlsTrust::Cas { cas, server_name: Some(name.to_string()) });
+        }
         Ok(self)
+    }
+}
+
+fn parse_server_name(name: &str) -> Result<ServerName<'static>, Error> {
+    ServerName::try_from(name.to_string())
+        .map_err(|e| Error::invalid(format!("{name:?} is not a DNS name or IP address: {e}")))
+}
+
+/// Trusts exactly one certificate: the owner of a manager started with TLS connects to its
+/// server trusting the certificate it gave it, so neither its CA nor its name has to be
+/// known. The server still proves it holds that certificate's key (the TLS 1.3
+/// CertificateVerify signature, checked below as usual).
+#[derive(Debug)]
+struct Pinned {
+    cert: Vec<u8>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, TlsError> {
+        if end_entity.as_ref() == self.cert.as_slice() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(TlsError::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                io::Error::other(
+                    "it is not the certificate this manager was started with (another server on \
+                     its address?)",
+                ),
+            )))))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, TlsError> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, TlsError> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -224,6 +340,10 @@ fn server_name_for(cfg: &TlsClientConfig, addr: &Address) -> Result<ServerName<'
     };
     let host = hp.rsplit_once(':').map_or(hp.as_str(), |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let (TlsTrust::Pinned(_), Err(_)) = (&*cfg.trust, ServerName::try_from(host)) {
+        // A pinned certificate is not checked by name: any valid name will do.
+        return Ok(ServerName::try_from("localhost").expect("a valid DNS name"));
+    }
     ServerName::try_from(host.to_string()).map_err(|e| {
         Error::invalid(format!(
             "{host:?} cannot be checked against a certificate ({e}): give the name with \

@@ -34,7 +34,9 @@ pub use value::ValueProxy;
 
 use crate::connection::{Connection, Pipe};
 use crate::error::Error;
-use crate::listener::{Address, IntoAddress};
+#[cfg(feature = "tls")]
+use crate::listener::TlsClientConfig;
+use crate::listener::{Address, IntoAddress, TlsServerConfig};
 use crate::process::{self, ChildOptions, Tracked};
 use crate::registry::{Worker, WorkerEntry};
 use crate::wire::codec;
@@ -81,6 +83,7 @@ pub struct ManagerBuilder {
     address: Option<Result<Address, String>>,
     authkey: Option<Vec<u8>>,
     max_connections: usize,
+    tls: Option<TlsServerConfig>,
 }
 
 impl ManagerBuilder {
@@ -117,6 +120,47 @@ impl ManagerBuilder {
         self
     }
 
+    /// Serve over TLS (feature `tls`) with this certificate and key: every connection is
+    /// encrypted and the server proves its identity before the authkey handshake runs inside
+    /// TLS. TCP addresses only (a Unix socket never leaves this host, and its private
+    /// directory guards it): `start`, `server` and `serve` refuse anything else with
+    /// [`Error::Invalid`].
+    ///
+    /// Other processes connect with [`Manager::connect_tls`]. The process that calls
+    /// `start` trusts exactly this certificate (neither its CA nor its name is checked), so
+    /// a self-signed one will do; proxies carry what their process trusts, so workers they
+    /// are handed to connect over TLS too. A plaintext client is refused at once with
+    /// [`Error::Auth`] naming `connect_tls`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[mp::worker]
+    /// fn add_one(v: mp::ValueProxy<u32>) {
+    ///     v.set(v.get().unwrap() + 1).unwrap();
+    /// }
+    ///
+    /// mp::init();
+    /// // A self-signed certificate for the example (use your CA's in production).
+    /// let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// let tls = mp::TlsServerConfig::from_pem(cert.cert.pem(), cert.signing_key.serialize_pem()).unwrap();
+    /// let manager =
+    ///     mp::Manager::builder().address("127.0.0.1:0").authkey(b"k".to_vec()).tls(tls).start().unwrap();
+    /// let v = manager.value(41u32).unwrap();
+    /// let mut p = mp::Process::new(add_one, v.clone()); // the worker connects over TLS too
+    /// p.start().unwrap();
+    /// p.join().unwrap();
+    /// assert_eq!(v.get().unwrap(), 42);
+    /// // TLS is for TCP: the default address is a Unix socket.
+    /// let tls = mp::TlsServerConfig::from_pem(cert.cert.pem(), cert.signing_key.serialize_pem()).unwrap();
+    /// assert!(matches!(mp::Manager::builder().tls(tls).start(), Err(mp::Error::Invalid(_))));
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: TlsServerConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     fn check(&self) -> Result<(Option<Address>, Arc<[u8]>), Error> {
         if self.max_connections == 0 {
             return Err(Error::invalid("Manager::builder().max_connections must be at least 1"));
@@ -131,6 +175,17 @@ impl ManagerBuilder {
             Some(k) => k.clone().into(),
             None => crate::process::authkey().into(),
         };
+        if self.tls.is_some() && !address.as_ref().is_some_and(Address::is_tcp) {
+            let which = match &address {
+                Some(a) => format!("{a} is a Unix socket path"),
+                None => "the default address is a Unix socket".to_string(),
+            };
+            return Err(Error::invalid(format!(
+                "Manager::builder().tls(..) needs a TCP address, and {which}: TLS protects \
+                 connections between hosts, and a Unix socket never leaves this one (its \
+                 private directory guards it). Give .address(\"0.0.0.0:50000\"), or drop .tls(..)"
+            )));
+        }
         Ok((address, authkey))
     }
 
@@ -157,6 +212,7 @@ impl ManagerBuilder {
             address,
             authkey: authkey.to_vec(),
             max_connections: self.max_connections,
+            tls: self.tls.as_ref().map(transport::ServerTls::new),
             lifeline: theirs,
         };
         let started = process::task_frame::<ServeManager>(0, &args).and_then(|frame| {
@@ -198,7 +254,9 @@ impl ManagerBuilder {
             }
             Err(e) => return Err(failed(e)),
         };
-        let client = proxy::client(&address, &authkey);
+        // The owner trusts the certificate it gave its server, whoever signed it.
+        let trust = self.tls.as_ref().map(transport::pinned);
+        let client = proxy::client(&address, &authkey, trust.as_ref());
         Ok(Manager { address, authkey, state: State::Owner { child: Box::new(child), dir }, client })
     }
 
@@ -220,7 +278,7 @@ impl ManagerBuilder {
                  (Manager::new() starts a manager process on a private socket instead)",
             ));
         };
-        let listener = transport::bind(&address, &authkey)?;
+        let listener = transport::bind(&address, &authkey, self.tls.as_ref())?;
         let address = listener.address().clone();
         Ok(ManagerServer { listener, address, server: server::Server::new(self.max_connections) })
     }
@@ -337,7 +395,9 @@ enum State {
 /// Remote use: [`Manager::builder()`](Self::builder)`.address("0.0.0.0:50000").authkey(key)`
 /// then `.start()` (a child process serves on that address) or `.serve()` (this process
 /// serves), and [`Manager::connect`]`(addr, key)` from other processes or hosts; objects are
-/// found by name in the [`shared`](Self::shared) namespace.
+/// found by name in the [`shared`](Self::shared) namespace. Across untrusted networks, add
+/// `.tls(certificate)` to the builder and connect with `Manager::connect_tls` (feature
+/// `tls`): proxies then reach the manager over TLS in every process they are handed to.
 ///
 /// # Examples
 ///
@@ -387,7 +447,7 @@ impl Manager {
         Manager::builder().start()
     }
 
-    /// Options: address, authkey, connection limit; then `start` or `serve`.
+    /// Options: address, authkey, connection limit, TLS (feature `tls`); then `start` or `serve`.
     ///
     /// # Examples
     ///
@@ -397,7 +457,7 @@ impl Manager {
     /// assert_eq!(m.authkey(), b"key");
     /// ```
     pub fn builder() -> ManagerBuilder {
-        ManagerBuilder { address: None, authkey: None, max_connections: DEFAULT_MAX_CONNECTIONS }
+        ManagerBuilder { address: None, authkey: None, max_connections: DEFAULT_MAX_CONNECTIONS, tls: None }
     }
 
     /// Connects to a manager another process runs (Python's `BaseManager(address,
@@ -418,10 +478,63 @@ impl Manager {
     /// assert!(matches!(mp::Manager::connect(owner.address(), b"wrong"), Err(mp::Error::Auth(_))));
     /// ```
     pub fn connect(addr: impl IntoAddress, authkey: impl AsRef<[u8]>) -> Result<Manager, Error> {
-        let address = addr.into_address()?;
-        let authkey: Arc<[u8]> = authkey.as_ref().into();
-        let client = proxy::client(&address, &authkey);
-        // Connect now, so a wrong key or address fails here rather than at the first call.
+        Manager::connect_with(addr.into_address()?, authkey.as_ref(), None)
+    }
+
+    /// [`connect`](Self::connect) over TLS (feature `tls`), to a manager given a certificate
+    /// with [`ManagerBuilder::tls`]: its certificate is checked against the CAs and the
+    /// server name in `tls` (by default the host of `addr`), then the authkey handshake
+    /// runs inside TLS. A certificate that does not check out, or a manager without TLS, is
+    /// [`Error::Auth`] at once, saying what to set.
+    ///
+    /// Proxies from this manager carry `tls`'s CA certificates (public, unlike the key), so
+    /// a worker or any process they are handed to reaches the manager over TLS the same way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// mp::init();
+    /// let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// let server = mp::TlsServerConfig::from_pem(cert.cert.pem(), cert.signing_key.serialize_pem()).unwrap();
+    /// let owner =
+    ///     mp::Manager::builder().address("127.0.0.1:0").authkey(b"k".to_vec()).tls(server).start().unwrap();
+    /// owner.shared().set("greeting", "hello".to_string()).unwrap();
+    ///
+    /// // The certificate names "localhost": connect by that name.
+    /// let port = owner.address().to_string().rsplit(':').next().unwrap().to_string();
+    /// let ca = mp::TlsClientConfig::from_ca_pem(cert.cert.pem()).unwrap();
+    /// let m = mp::Manager::connect_tls(format!("localhost:{port}"), b"k", &ca).unwrap();
+    /// assert_eq!(m.shared().get::<String>("greeting").unwrap().as_deref(), Some("hello"));
+    /// // Without TLS: refused at once.
+    /// assert!(matches!(mp::Manager::connect(owner.address(), b"k"), Err(mp::Error::Auth(_))));
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        addr: impl IntoAddress,
+        authkey: impl AsRef<[u8]>,
+        tls: &TlsClientConfig,
+    ) -> Result<Manager, Error> {
+        Manager::connect_with(addr.into_address()?, authkey.as_ref(), Some(tls))
+    }
+
+    fn connect_with(
+        address: Address,
+        authkey: &[u8],
+        tls: Option<&crate::listener::TlsClientConfig>,
+    ) -> Result<Manager, Error> {
+        if tls.is_some() && !address.is_tcp() {
+            return Err(Error::invalid(format!(
+                "TLS is for TCP addresses; {address} is a Unix socket path (use Manager::connect)"
+            )));
+        }
+        let authkey: Arc<[u8]> = authkey.into();
+        let client = proxy::client(&address, &authkey, tls.map(transport::trust).as_ref());
+        #[cfg(feature = "tls")]
+        if let Some(cfg) = tls {
+            client.set_tls_config(cfg);
+        }
+        // Connect now, so a wrong key, address or certificate fails here rather than at the
+        // first call.
         if let Err(e) = client.ping() {
             proxy::forget_if_unused(&client);
             return Err(e);
@@ -642,6 +755,8 @@ struct ServeArgs {
     address: Address,
     authkey: Vec<u8>,
     max_connections: usize,
+    /// The certificate chain and key to serve with over TLS.
+    tls: Option<transport::ServerTls>,
     lifeline: Connection<Result<Address, String>>,
 }
 
@@ -667,7 +782,7 @@ inventory::submit! {
 }
 
 fn serve_child(args: ServeArgs) -> ! {
-    let ServeArgs { dir, address, authkey, max_connections, lifeline } = args;
+    let ServeArgs { dir, address, authkey, max_connections, tls, lifeline } = args;
     let remove_dir = || {
         if let Some(d) = &dir {
             let _ = std::fs::remove_dir_all(d);
@@ -676,7 +791,8 @@ fn serve_child(args: ServeArgs) -> ! {
     // The lifeline, not the parent-death SIGKILL, tells us the owner is gone, so the socket
     // directory is removed on the way out.
     let _ = crate::sys::clear_parent_death_signal();
-    let listener = match transport::bind(&address, &authkey) {
+    let tls = tls.as_ref().map(transport::ServerTls::config).transpose();
+    let listener = match tls.and_then(|tls| transport::bind(&address, &authkey, tls.as_ref())) {
         Ok(l) => l,
         Err(e) => {
             let _ = lifeline.send(Err(e.to_string()));

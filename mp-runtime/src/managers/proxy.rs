@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::protocol::{Op, Reply, Request, Status, push_blob};
 use super::transport::{self, Conn};
 use crate::error::Error;
-use crate::listener::Address;
+use crate::listener::{Address, TlsClientConfig, TlsTrust};
 use crate::wire::codec;
 
 /// Idle connections a process keeps per manager; more are opened while more threads call at
@@ -32,22 +32,35 @@ const MAX_IDLE: usize = 16;
 pub(crate) struct Client {
     pub addr: Address,
     pub authkey: Arc<[u8]>,
+    /// What the manager's certificate is checked against, when it uses TLS.
+    pub tls: Option<Arc<TlsTrust>>,
+    /// The TLS configuration built from `tls`, on the first connection (or given by
+    /// `Manager::connect_tls`).
+    tls_config: OnceLock<TlsClientConfig>,
     session: u64,
     idle: Mutex<Vec<Conn>>,
 }
 
 static CLIENTS: Mutex<Vec<Arc<Client>>> = Mutex::new(Vec::new());
 
-/// The client of the manager at `addr` in this process, with `authkey` (one per address and
-/// key: a client that connected with a wrong key does not spoil the right one).
-pub(crate) fn client(addr: &Address, authkey: &Arc<[u8]>) -> Arc<Client> {
+/// The client of the manager at `addr` in this process, with `authkey` and `tls` (one per
+/// address, key and TLS trust: a client that connected with a wrong key or CA does not spoil
+/// the right one).
+pub(crate) fn client(addr: &Address, authkey: &Arc<[u8]>, tls: Option<&Arc<TlsTrust>>) -> Arc<Client> {
     let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = all.iter().find(|c| c.addr == *addr && *c.authkey == **authkey) {
+    let same_tls = |c: &Client| match (&c.tls, tls) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+        _ => false,
+    };
+    if let Some(c) = all.iter().find(|c| c.addr == *addr && *c.authkey == **authkey && same_tls(c)) {
         return c.clone();
     }
     let c = Arc::new(Client {
         addr: addr.clone(),
         authkey: authkey.clone(),
+        tls: tls.cloned(),
+        tls_config: OnceLock::new(),
         session: super::random_u64(),
         idle: Mutex::new(Vec::new()),
     });
@@ -69,14 +82,9 @@ pub(crate) fn forget_if_unused(c: &Arc<Client>) {
     }
 }
 
-/// The key of a client of the manager at `addr` in this process, if there is one.
-fn known_key(addr: &Address) -> Option<Arc<[u8]>> {
-    CLIENTS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .find(|c| c.addr == *addr)
-        .map(|c| c.authkey.clone())
+/// A client of the manager at `addr` in this process, if there is one.
+fn known(addr: &Address) -> Option<Arc<Client>> {
+    CLIENTS.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|c| c.addr == *addr).cloned()
 }
 
 /// A reply, its result still encoded.
@@ -113,8 +121,22 @@ impl Answer {
 }
 
 impl Client {
+    /// Uses `cfg` for TLS (it is what `tls` says, with nothing to rebuild).
+    #[cfg(feature = "tls")]
+    pub fn set_tls_config(&self, cfg: &TlsClientConfig) {
+        let _ = self.tls_config.set(cfg.clone());
+    }
+
+    fn tls_config(&self) -> Result<Option<&TlsClientConfig>, Error> {
+        let Some(trust) = &self.tls else { return Ok(None) };
+        if self.tls_config.get().is_none() {
+            let _ = self.tls_config.set(transport::client_config(trust)?);
+        }
+        Ok(self.tls_config.get())
+    }
+
     fn connect(&self) -> Result<Conn, Error> {
-        let conn = transport::connect(&self.addr, &self.authkey)?;
+        let conn = transport::connect(&self.addr, &self.authkey, self.tls_config()?)?;
         let mut buf = Vec::with_capacity(32);
         let head =
             Request { obj: 0, acquire: false, op: Op::Hello { session: self.session }, refs: Vec::new() };
@@ -200,7 +222,8 @@ impl Client {
 thread_local! {
     // Ids the server took references on for the reply being decoded on this thread.
     static ACQUIRED: RefCell<Option<Vec<u64>>> = const { RefCell::new(None) };
-    // The client (manager and key) a reply being decoded on this thread came through.
+    // The client (manager, key and TLS trust) a reply being decoded on this thread came
+    // through.
     static FROM: RefCell<Option<Arc<Client>>> = const { RefCell::new(None) };
     // While a request's blob is built on this thread: the manager it goes to, and the
     // proxies encoded so far (address, id).
@@ -212,10 +235,12 @@ struct Encoding {
     found: Vec<(Address, u64)>,
 }
 
-/// What a proxy is: where its manager is, which object, of which type.
+/// What a proxy is: where its manager is (and how to check its certificate, if it uses
+/// TLS), which object, of which type.
 struct Handle {
     addr: Address,
     authkey: Arc<[u8]>,
+    tls: Option<Arc<TlsTrust>>,
     id: u64,
     type_name: String,
     client: OnceLock<Arc<Client>>,
@@ -233,13 +258,14 @@ impl Drop for Handle {
 
 impl Handle {
     fn client(&self) -> &Arc<Client> {
-        self.client.get_or_init(|| client(&self.addr, &self.authkey))
+        self.client.get_or_init(|| client(&self.addr, &self.authkey, self.tls.as_ref()))
     }
 }
 
 /// An untyped proxy: what the typed proxies (`DictProxy`, `#[mp::managed]`'s `…Proxy`) wrap.
-/// Cloning is cheap (no message); it serializes as (address, key, id, type), where the key
-/// is sent only when the receiver cannot already hold it (see [`KeyWire`]).
+/// Cloning is cheap (no message); it serializes as (address, key, TLS trust, id, type), where
+/// the key is sent only when the receiver cannot already hold it (see [`KeyWire`]), and the
+/// trust only for a manager that uses TLS (see [`TlsWire`]).
 #[doc(hidden)]
 #[derive(Clone)]
 pub struct RawProxy(Arc<Handle>);
@@ -291,6 +317,7 @@ impl RawProxy {
         RawProxy(Arc::new(Handle {
             addr: client.addr.clone(),
             authkey: client.authkey.clone(),
+            tls: client.tls.clone(),
             id,
             type_name: type_name.to_string(),
             client: cell,
@@ -388,10 +415,26 @@ enum KeyWire<'a> {
     Bytes(&'a [u8]),
 }
 
+/// How a proxy's TLS settings travel: what the receiver checks the manager's certificate
+/// against (certificates are public, so unlike the key this may go anywhere the proxy goes).
+///
+/// * `Plain`: the manager does not use TLS.
+/// * `Manager`: as [`KeyWire::Manager`]: whoever reads the proxy back from its own manager
+///   is that manager's client, with its own trust.
+/// * `Trust`: otherwise: the CA certificates (and server name) this process checks the
+///   manager with, or the one certificate the owner of a started manager pins.
+#[derive(Serialize)]
+enum TlsWire<'a> {
+    Plain,
+    Manager,
+    Trust(&'a TlsTrust),
+}
+
 #[derive(Serialize)]
 struct Wire<'a> {
     addr: &'a Address,
     key: KeyWire<'a>,
+    tls: TlsWire<'a>,
     id: u64,
     type_name: &'a str,
 }
@@ -413,7 +456,12 @@ impl Serialize for RawProxy {
         } else {
             KeyWire::Bytes(&h.authkey)
         };
-        Wire { addr: &h.addr, key, id: h.id, type_name: &h.type_name }.serialize(s)
+        let tls = match &h.tls {
+            None => TlsWire::Plain,
+            Some(_) if to_own_manager => TlsWire::Manager,
+            Some(t) => TlsWire::Trust(t),
+        };
+        Wire { addr: &h.addr, key, tls, id: h.id, type_name: &h.type_name }.serialize(s)
     }
 }
 
@@ -426,31 +474,46 @@ impl<'de> Deserialize<'de> for RawProxy {
             Bytes(Vec<u8>),
         }
         #[derive(Deserialize)]
+        enum OwnedTls {
+            Plain,
+            Manager,
+            Trust(TlsTrust),
+        }
+        #[derive(Deserialize)]
         struct Owned {
             addr: Address,
             key: OwnedKey,
+            tls: OwnedTls,
             id: u64,
             type_name: String,
         }
         let w = Owned::deserialize(d).map_err(|e| D::Error::custom(format!("a manager proxy: {e}")))?;
+        // Key and trust of this process's client of the manager, for what the proxy left out
+        // because it came from that manager: preferably the client the reply came through.
+        let ours = || {
+            FROM.with(|f| f.borrow().as_ref().filter(|c| c.addr == w.addr).cloned())
+                .or_else(|| known(&w.addr))
+        };
+        let tls = match w.tls {
+            OwnedTls::Plain => None,
+            OwnedTls::Trust(t) => Some(shared_trust(t)),
+            OwnedTls::Manager => ours().and_then(|c| c.tls.clone()),
+        };
         let authkey: Arc<[u8]> = match w.key {
             OwnedKey::Program => crate::process::authkey().into(),
             OwnedKey::Bytes(k) => k.into(),
-            OwnedKey::Manager => {
-                let from = FROM
-                    .with(|f| f.borrow().as_ref().filter(|c| c.addr == w.addr).map(|c| c.authkey.clone()));
-                match from.or_else(|| known_key(&w.addr)) {
-                    Some(k) => k,
-                    None => {
-                        return Err(D::Error::custom(codec::custom_error(format!(
-                            "a proxy of the manager at {} arrived without its authkey (it was \
+            OwnedKey::Manager => match ours() {
+                Some(c) => c.authkey.clone(),
+                None => {
+                    return Err(D::Error::custom(codec::custom_error(format!(
+                        "a proxy of the manager at {} arrived without its authkey (it was \
                              stored in that manager), and this process is not connected to it: \
-                             read it through Manager::connect(address, authkey)",
-                            w.addr
-                        ))));
-                    }
+                             read it through Manager::connect(address, authkey) (or \
+                             Manager::connect_tls)",
+                        w.addr
+                    ))));
                 }
-            }
+            },
         };
         // Adopt a reference the server took for us in the reply being decoded, if any.
         let held = ACQUIRED.with(|a| match &mut *a.borrow_mut() {
@@ -466,12 +529,21 @@ impl<'de> Deserialize<'de> for RawProxy {
         Ok(RawProxy(Arc::new(Handle {
             addr: w.addr,
             authkey,
+            tls,
             id: w.id,
             type_name: w.type_name,
             client: OnceLock::new(),
             held: AtomicBool::new(held),
         })))
     }
+}
+
+/// `trust` as the `Arc` a client of this process already holds, if one does (the clients
+/// are found by it, and a proxy decoded many times should not keep many copies).
+fn shared_trust(trust: TlsTrust) -> Arc<TlsTrust> {
+    let all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    let found = all.iter().filter_map(|c| c.tls.as_ref()).find(|t| ***t == trust).cloned();
+    found.unwrap_or_else(|| Arc::new(trust))
 }
 
 /// Clone, Debug, Serialize and Deserialize of a typed proxy: those of its `RawProxy`.
