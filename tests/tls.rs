@@ -449,6 +449,25 @@ fn proxies_of_a_tls_manager_reach_workers_over_tls() {
     assert_eq!(d.get(&9).unwrap(), Some(81));
 }
 
+fn a_pinned_proxy_refuses_another_server_on_its_address() {
+    let (a, b) = (Pki::new(), Pki::new());
+    let (m1, m2) = (tls_manager(&a), tls_manager(&b));
+    // The owner's proxy trusts exactly its manager's certificate...
+    let l = m1.list::<u8>().unwrap();
+    let json = serde_json::to_string(&l).unwrap();
+    assert!(json.contains("Pinned"), "{json}");
+    // ...so the same proxy pointed at another TLS server (same key, another certificate) is
+    // refused before any request.
+    let moved = json.replace(&m1.address().to_string(), &m2.address().to_string());
+    let elsewhere: mp::ListProxy<u8> = serde_json::from_str(&moved).unwrap();
+    match elsewhere.len() {
+        Err(Error::Auth(m)) => assert!(m.contains("not the certificate"), "{m}"),
+        other => panic!("expected Error::Auth about the certificate, got {other:?}"),
+    }
+    l.push(1).unwrap();
+    assert_eq!(l.len().unwrap(), 1);
+}
+
 fn a_tls_manager_served_in_its_own_process_is_stopped_by_a_client() {
     let pki = Pki::new();
     let (rx, tx) = Pipe::new::<String>().unwrap();
@@ -622,6 +641,10 @@ fn main() {
         // after closed_connections_free_their_descriptors.
         ("a_tls_manager_serves_two_client_processes", a_tls_manager_serves_two_client_processes),
         ("proxies_of_a_tls_manager_reach_workers_over_tls", proxies_of_a_tls_manager_reach_workers_over_tls),
+        (
+            "a_pinned_proxy_refuses_another_server_on_its_address",
+            a_pinned_proxy_refuses_another_server_on_its_address,
+        ),
         (
             "a_tls_manager_served_in_its_own_process_is_stopped_by_a_client",
             a_tls_manager_served_in_its_own_process_is_stopped_by_a_client,
