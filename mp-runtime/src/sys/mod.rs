@@ -37,33 +37,30 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((a, b))
 }
 
-/// Connects a Unix stream socket to `path`, giving up at `deadline` (`Ok(None)`). A blocking
-/// `connect` waits for as long as the listener's backlog stays full; a non-blocking one says
-/// `EAGAIN` then, and there is nothing to poll for, so it is retried every few milliseconds.
+/// Connects a Unix stream socket to `path`, giving up at `deadline` (`Ok(None)`). While the
+/// listener's backlog of unaccepted connections is full, `connect` waits for a free slot;
+/// `SO_SNDTIMEO` bounds that wait (the kernel then says `EAGAIN`), and is cleared again
+/// before the socket is used.
 pub fn connect_unix(path: &std::path::Path, deadline: Instant) -> io::Result<Option<OwnedFd>> {
+    use rustix::net::sockopt::{Timeout, set_socket_timeout};
     let addr = rustix::net::SocketAddrUnix::new(path)?;
-    let mut pause = std::time::Duration::from_millis(1);
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
     loop {
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )?;
-        match retry(|| rustix::net::connect(&fd, &addr)) {
-            Ok(()) => {
-                rustix::io::ioctl_fionbio(&fd, false)?;
-                return Ok(Some(fd));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(None);
         }
-        std::thread::sleep(pause.min(left));
-        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+        // Zero would mean "no timeout".
+        set_socket_timeout(&fd, Timeout::Send, Some(left.max(std::time::Duration::from_millis(1))))?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => {
+                set_socket_timeout(&fd, Timeout::Send, None)?;
+                return Ok(Some(fd));
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

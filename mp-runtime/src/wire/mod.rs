@@ -281,7 +281,10 @@ pub(crate) struct Spin {
 /// `off`) in the environment, for machines where CPU time matters more than latency.
 pub(crate) fn busy_poll_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| !matches!(std::env::var("MP_BUSY_POLL").as_deref(), Ok("0" | "off" | "false" | "no")))
+    *ON.get_or_init(|| {
+        let v = std::env::var("MP_BUSY_POLL").unwrap_or_default();
+        !["0", "off", "false", "no"].iter().any(|off| v.trim().eq_ignore_ascii_case(off))
+    })
 }
 
 /// The longest a reader polls before it sleeps.
@@ -365,7 +368,15 @@ impl FrameReader {
             self.end -= self.start;
             self.start = 0;
         }
-        let started = self.spin.map(|_| Instant::now());
+        // The wait for the start of a frame is what the spin window adapts to (the rest of a
+        // frame follows at once; a `try_read` does not wait).
+        let new_frame = self.partial.is_none() && self.discard == 0 && self.start == self.end;
+        let started = self.spin.filter(|_| new_frame && !self.nonblocking).map(|_| Instant::now());
+        let observe = |spin: &mut Option<Spin>| {
+            if let (Some(spin), Some(t)) = (spin, started) {
+                spin.observe(t.elapsed());
+            }
+        };
         let n = match self.spin_recv(fd, deadline).map_err(|e| recv_error(e, what))? {
             Some(n) => n,
             None => {
@@ -374,15 +385,14 @@ impl FrameReader {
                     && !sys::wait_readable(fd, deadline)
                         .map_err(|e| Error::io(format!("waiting on {what}"), e))?
                 {
+                    observe(&mut self.spin);
                     return Err(timeout(what));
                 }
                 sys::recv_some(fd, &mut self.buf[self.end..], &mut self.fds, self.nonblocking)
                     .map_err(|e| recv_error(e, what))?
             }
         };
-        if let (Some(spin), Some(t)) = (&mut self.spin, started) {
-            spin.observe(t.elapsed());
-        }
+        observe(&mut self.spin);
         self.end += n;
         Ok(n > 0)
     }
@@ -398,7 +408,11 @@ impl FrameReader {
             return Ok(None);
         }
         let start = Instant::now();
-        let until = deadline.map_or(start + window, |d| d.min(start + window));
+        // A caller's deadline that ends the polling first is no sign polling does not pay.
+        let (until, by_window) = match deadline {
+            Some(d) if d < start + window => (d, false),
+            _ => (start + window, true),
+        };
         let fail = |spin: &mut Option<Spin>| spin.as_mut().map(Spin::failed);
         loop {
             match sys::recv_some(fd, &mut self.buf[self.end..], &mut self.fds, true) {
@@ -413,7 +427,9 @@ impl FrameReader {
             }
             let now = Instant::now();
             if now >= until {
-                fail(&mut self.spin);
+                if by_window {
+                    fail(&mut self.spin);
+                }
                 return Ok(None);
             }
             std::thread::yield_now();
