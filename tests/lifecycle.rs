@@ -65,6 +65,12 @@ fn main() {
             std::mem::forget(n);
             std::process::exit(0);
         }
+        Some("scenario-slow-exit") => {
+            let mut n = Process::new(sleep_ms, 3_500);
+            n.start().unwrap();
+            println!("{}", n.pid().unwrap());
+            std::mem::forget(n);
+        }
         Some("scenario-orphan") => {
             let mut p = Process::new(sleep_ms, 60_000);
             p.start().unwrap();
@@ -90,6 +96,7 @@ fn main() {
 fn driver() {
     daemons_are_terminated_and_others_joined_at_exit();
     the_exit_hook_joins_without_the_guard();
+    a_long_join_at_exit_names_the_child();
     a_sigkilled_parent_leaves_no_child();
     backtrace_when_rust_backtrace_is_set();
     no_descriptor_or_zombie_is_left();
@@ -107,6 +114,8 @@ fn daemons_are_terminated_and_others_joined_at_exit() {
     assert_eq!(pids.len(), 2, "{out:?}");
     assert!(t0.elapsed() >= Duration::from_millis(500), "exited before joining the non-daemon child");
     assert!(marker.exists(), "the non-daemon child was not allowed to finish");
+    // A short join says nothing.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("waits for"), "{out:?}");
     assert!(wait_gone(pids[0], Duration::from_secs(2)), "daemon child {} survived its parent", pids[0]);
     assert!(wait_gone(pids[1], Duration::from_secs(2)));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -122,6 +131,16 @@ fn the_exit_hook_joins_without_the_guard() {
     assert!(marker.exists(), "the non-daemon child was killed instead of joined at exit");
     std::fs::remove_dir_all(&dir).unwrap();
     println!("  mp::init()'s exit hook joins non-daemon children even without #[mp::main]");
+}
+
+fn a_long_join_at_exit_names_the_child() {
+    let out = scenario("scenario-slow-exit").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid = read_pids(&String::from_utf8_lossy(&out.stdout))[0];
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("waits for its child process") && err.contains(&format!("pid {pid}")), "{err}");
+    assert!(err.contains(".daemon(true)"), "{err}");
+    println!("  a join at exit that takes a while says which child it waits for");
 }
 
 fn a_sigkilled_parent_leaves_no_child() {

@@ -76,11 +76,12 @@ pub enum CodecDirection {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The worker panicked. The process that ran it is fine (a pool keeps it).
-    #[error("worker `{worker}` panicked{}{}: {message}{}",
+    /// The worker panicked. The process that ran it is fine (a pool keeps it). The message
+    /// is one line; the child's backtrace (under `RUST_BACKTRACE`) is in `backtrace`, so an
+    /// error per item of a map logs as one line each.
+    #[error("worker `{worker}` panicked{}{}: {message}",
         index.map(|i| format!(" on input #{i}")).unwrap_or_default(),
-        location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default(),
-        backtrace.as_ref().map(|b| format!("\nchild backtrace:\n{b}")).unwrap_or_default())]
+        location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
     Panic {
         /// The worker's registered name.
         worker: String,

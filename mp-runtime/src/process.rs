@@ -104,10 +104,24 @@ pub fn cleanup_children() {
             t.child.kill_and_reap();
         }
     }
+    // Say who is being waited for when it takes a while: a silent hang at exit is the worst
+    // way to learn that a non-daemonic child is blocked.
+    let patience = Instant::now() + EXIT_JOIN_NOTICE;
     for t in list.iter().filter(|t| !t.daemon) {
-        let _ = t.child.wait(None);
+        if matches!(t.child.wait(Some(patience)), Ok(None)) {
+            eprintln!(
+                "mp: the program is done but waits for its child process `{}` (pid {}) to exit, \
+                 as Python does for non-daemonic processes; join or terminate it before \
+                 returning, or start it with .daemon(true) to have it terminated at exit",
+                t.name, t.child.pid
+            );
+            let _ = t.child.wait(None);
+        }
     }
 }
+
+/// How long the exit hook waits for non-daemonic children before it says so.
+const EXIT_JOIN_NOTICE: Duration = Duration::from_secs(3);
 
 pub(crate) fn forget(t: &Arc<Tracked>) {
     children().retain(|c| !Arc::ptr_eq(c, t));
