@@ -541,3 +541,41 @@ fn busy_polling_stops_when_the_client_goes_quiet() {
     assert!(used <= 10, "an idle manager used {used}0 ms of CPU in 1 s");
     assert_eq!(d.get(&9).unwrap(), Some(2_999));
 }
+
+#[mp::worker]
+fn bump_shared(d: DictProxy<String, u64>, times: u64) {
+    for _ in 0..times {
+        d.update_with("n".into(), |n| n.copied().unwrap_or(0) + 1).unwrap();
+    }
+}
+
+#[mp::worker]
+fn add_entries(d: DictProxy<u8, std::collections::HashMap<String, u32>>, who: u32) {
+    for i in 0..50 {
+        d.update_with(0, |m| {
+            let mut m = m.cloned().unwrap_or_default();
+            m.insert(format!("{who}-{i}"), i);
+            m
+        })
+        .unwrap();
+    }
+}
+
+#[mp::test]
+fn update_with_loses_no_update_between_processes() {
+    let m = Manager::new().unwrap();
+    let d = m.dict::<String, u64>().unwrap();
+    let mut ps: Vec<_> = (0..3).map(|_| Process::new(bump_shared, (d.clone(), 300))).collect();
+    ps.iter_mut().for_each(|p| p.start().unwrap());
+    ps.iter_mut().for_each(|p| p.join().unwrap());
+    assert_eq!(d.get("n").unwrap(), Some(900));
+    // Values whose encoding is not canonical (a HashMap re-encodes in another order once
+    // decoded): the swap compares the stored bytes, so updates still go through.
+    let maps = m.dict::<u8, std::collections::HashMap<String, u32>>().unwrap();
+    let mut ps: Vec<_> = (0..2).map(|who| Process::new(add_entries, (maps.clone(), who))).collect();
+    ps.iter_mut().for_each(|p| p.start().unwrap());
+    ps.iter_mut().for_each(|p| p.join().unwrap());
+    let all = maps.get(&0).unwrap().unwrap();
+    assert_eq!(all.len(), 100);
+    assert_eq!(all["1-49"], 49);
+}

@@ -129,6 +129,56 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         self.raw.call(Op::DictUpdate, Some(a))
     }
 
+    /// Replaces the value of `key` with `f(current value)` (`None`: absent) atomically, and
+    /// returns the new value: a read-modify-write that no other process's update can slip
+    /// into. (`get` then `insert` is two calls, and two processes can both read 4 and both
+    /// write 5.) `f` runs here; when another process changed the value in between, the
+    /// update is not made and `f` runs again on the value found (compare-and-swap), so `f`
+    /// may run more than once and should only compute.
+    ///
+    /// The comparison is of the value's bytes as the manager stores them, never re-encoded,
+    /// so any value type works.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[mp::worker]
+    /// # fn count_words(counts: mp::DictProxy<String, u64>, text: String) {
+    /// #     for w in text.split_whitespace() {
+    /// #         counts.update_with(w.to_string(), |n| n.copied().unwrap_or(0) + 1).unwrap();
+    /// #     }
+    /// # }
+    /// mp::init();
+    /// let manager = mp::Manager::new().unwrap();
+    /// let counts = manager.dict::<String, u64>().unwrap();
+    /// // Two processes counting the same words at once: no update is lost.
+    /// let mut ps: Vec<_> = (0..2)
+    ///     .map(|_| mp::Process::new(count_words, (counts.clone(), "a b a ".repeat(50))))
+    ///     .collect();
+    /// ps.iter_mut().for_each(|p| p.start().unwrap());
+    /// ps.iter_mut().for_each(|p| p.join().unwrap());
+    /// assert_eq!(counts.get("a").unwrap(), Some(200));
+    /// assert_eq!(counts.update_with("b".into(), |n| n.copied().unwrap_or(0) * 2).unwrap(), 200);
+    /// ```
+    pub fn update_with(&self, key: K, mut f: impl FnMut(Option<&V>) -> V) -> Result<V, Error> {
+        let answer = self.raw.send(Op::DictGet, key_args(&self.raw, &key)?)?;
+        // Kept as the server wrote it: the swap compares bytes.
+        let mut expected = answer.bytes().to_vec();
+        let mut current: Option<V> = answer.decode(self.raw.client())?;
+        loop {
+            let new = f(current.as_ref());
+            let mut a = Args::new();
+            a.push(self.raw.target(), &key)?.push_raw(&expected).push(self.raw.target(), &new)?;
+            let answer = self.raw.send(Op::DictSwapIf, Some(a))?;
+            let found = answer.bytes().get(1..).unwrap_or_default().to_vec();
+            let (swapped, now): (bool, Option<V>) = answer.decode(self.raw.client())?;
+            if swapped {
+                return Ok(new);
+            }
+            (expected, current) = (found, now);
+        }
+    }
+
     /// Removes every entry.
     pub fn clear(&self) -> Result<(), Error> {
         self.raw.call(Op::DictClear, None)

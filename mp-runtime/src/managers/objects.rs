@@ -392,6 +392,27 @@ fn dict(m: &Mutex<HashMap<Vec<u8>, Slot>>, op: &Op<'_>, ctx: &mut Ctx<'_>) -> Re
             }
             Ok(())
         }
+        Op::DictSwapIf => {
+            let (key, expected) = (ctx.blob(0)?, ctx.blob(1)?);
+            need(&ctx.blobs, 3)?;
+            let mut d = lock(m);
+            let same = match (d.get(key), expected.split_first()) {
+                (None, Some((0, rest))) => rest.is_empty(),
+                (Some(s), Some((1, rest))) => s.bytes == rest,
+                _ => false,
+            };
+            if !same {
+                ctx.put(&false)?;
+                return ctx.give_opt(d.get(key));
+            }
+            let s = ctx.slot(2)?;
+            let old = d.insert(key.to_vec(), s);
+            drop(d);
+            ctx.put(&true)?;
+            ctx.give_opt(None)?;
+            ctx.drop_slot(old);
+            Ok(())
+        }
         Op::DictClear => {
             let old: Vec<Slot> = lock(m).drain().map(|(_, v)| v).collect();
             old.into_iter().for_each(|s| ctx.drop_slot(Some(s)));

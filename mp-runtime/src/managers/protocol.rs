@@ -83,6 +83,11 @@ pub(crate) enum Op<'a> {
     /// Blobs: key, value, key, value…
     DictUpdate,
     DictClear,
+    /// Blobs: key, the expected value as the server stores it (an encoded `Option<V>`, as
+    /// `DictGet` answered it), the new value. Sets the key only while its value is still the
+    /// expected one; answers `(swapped, Option<current value>)`, the current value when not
+    /// swapped. What `DictProxy::update_with` retries on.
+    DictSwapIf,
     ListPush,
     ListGet {
         index: u64,
@@ -207,6 +212,14 @@ pub(crate) fn push_blob<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> 
     let prefix = varint(buf.len() - start, &mut len);
     buf.splice(start..start, prefix.iter().copied());
     Ok(())
+}
+
+/// Appends `raw` as a blob as it is (bytes already encoded, e.g. a value read back from the
+/// server).
+pub(crate) fn push_raw_blob(buf: &mut Vec<u8>, raw: &[u8]) {
+    let mut len = [0u8; 10];
+    buf.extend_from_slice(varint(raw.len(), &mut len));
+    buf.extend_from_slice(raw);
 }
 
 /// postcard's varint for `usize` (LEB128), which prefixes sequences and byte strings.

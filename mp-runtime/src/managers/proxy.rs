@@ -96,6 +96,11 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// The result as the server encoded it.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
     /// Decodes the result; proxies inside it adopt the references the server took for us,
     /// and references nobody adopted are given back.
     pub fn decode<R: DeserializeOwned>(self, client: &Arc<Client>) -> Result<R, Error> {
@@ -292,6 +297,13 @@ impl Args {
         Args { buf: Vec::with_capacity(64), refs: Vec::new(), count: 0 }
     }
 
+    /// Adds one blob of bytes already encoded (a value as the server stored it).
+    pub fn push_raw(&mut self, raw: &[u8]) -> &mut Args {
+        super::protocol::push_raw_blob(&mut self.buf, raw);
+        self.count += 1;
+        self
+    }
+
     /// Adds one blob for the manager of `to`, noting the proxies of that manager inside it.
     pub fn push<T: Serialize + ?Sized>(&mut self, to: &Arc<Client>, value: &T) -> Result<&mut Args, Error> {
         let enc = Encoding { target: to.clone(), found: Vec::new() };
@@ -355,6 +367,11 @@ impl RawProxy {
             client.release(self.0.id);
         }
         Ok(answer)
+    }
+
+    /// The client of this proxy's manager (to decode answers from `send`).
+    pub(crate) fn client(&self) -> &Arc<Client> {
+        self.0.client()
     }
 
     /// Sends `op` and decodes its result as `R`.
