@@ -24,9 +24,9 @@ impl Stats {
 fn count(line: String, counts: DictProxy<String, usize>, stats: StatsProxy) {
     let words: Vec<&str> = line.split_whitespace().collect();
     for w in &words {
-        // Each key belongs to one line here, so a plain read-modify-write is safe.
-        let n = counts.get(*w).unwrap().unwrap_or(0);
-        counts.insert(w.to_string(), n + 1).unwrap();
+        // Lines share words: `update_with` is one atomic read-modify-write (a `get` then an
+        // `insert` could lose another process's update in between).
+        counts.update_with(w.to_string(), |n| n.copied().unwrap_or(0) + 1).unwrap();
     }
     // A panic here would come back to `join` as mp::Error::Panic.
     stats.add(words.len() as u64).unwrap();
@@ -37,7 +37,7 @@ fn main() -> Result<(), mp::Error> {
     let manager = Manager::new()?;
     let counts = manager.dict::<String, usize>()?;
     let stats = manager.create(Stats { words: 0 })?;
-    let lines = ["alpha beta", "gamma delta epsilon", "zeta"];
+    let lines = ["alpha beta alpha", "gamma beta epsilon", "zeta alpha"];
     let mut workers: Vec<_> =
         lines.iter().map(|l| Process::new(count, (l.to_string(), counts.clone(), stats.clone()))).collect();
     for p in &mut workers {
@@ -50,6 +50,7 @@ fn main() -> Result<(), mp::Error> {
     items.sort();
     println!("{items:?}");
     println!("{} words", stats.add(0)?);
-    assert_eq!(items.len(), 6);
+    assert_eq!(items.len(), 5);
+    assert_eq!(counts.get("alpha")?, Some(3));
     Ok(())
 }
