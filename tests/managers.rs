@@ -579,3 +579,45 @@ fn update_with_loses_no_update_between_processes() {
     assert_eq!(all.len(), 100);
     assert_eq!(all["1-49"], 49);
 }
+
+#[mp::test]
+fn a_call_to_a_stuck_manager_times_out_and_the_proxy_lives_on() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let m = Manager::new().unwrap();
+    let pid = Pid::from_raw(m.pid().unwrap() as i32).unwrap();
+    let d = m.dict::<u8, String>().unwrap();
+    d.insert(1, "one".into()).unwrap();
+    m.set_call_timeout(Some(Duration::from_millis(300)));
+    // A stopped server never answers and never closes the connection.
+    kill_process(pid, Signal::STOP).unwrap();
+    // The stop takes effect when each thread next enters the kernel: wait until all have.
+    let stopped = |tid: &std::fs::DirEntry| {
+        let stat = std::fs::read_to_string(tid.path().join("stat")).unwrap_or_default();
+        matches!(stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('T' | 't'))
+    };
+    while !std::fs::read_dir(format!("/proc/{}/task", m.pid().unwrap()))
+        .unwrap()
+        .flatten()
+        .all(|t| stopped(&t))
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let r = d.get(&1);
+    let late_insert = d.insert(2, "two".into());
+    kill_process(pid, Signal::CONT).unwrap();
+    match r {
+        Err(Error::Timeout { what, after }) => {
+            assert_eq!(after, Duration::from_millis(300));
+            assert!(what.contains("may or may not have taken effect"), "{what}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The next call needs a new connection, whose handshake the stopped server cannot
+    // answer: bounded by the call timeout too, and nothing was sent.
+    assert!(matches!(late_insert, Err(Error::Timeout { .. })), "{late_insert:?}");
+    // Once it runs again, the same proxies work (their session was kept).
+    assert_eq!(d.get(&1).unwrap().as_deref(), Some("one"));
+    assert_eq!(d.len().unwrap(), 1);
+    d.insert(2, "two".into()).unwrap();
+    assert_eq!(d.get(&2).unwrap().as_deref(), Some("two"));
+}

@@ -625,7 +625,7 @@ impl Manager {
             Request { obj: 0, acquire: false, op: Op::Create { kind }, refs: std::mem::take(&mut args.refs) };
         codec::encode_into(&head, &mut buf)?;
         buf.extend_from_slice(&args.buf);
-        let id: u64 = self.client.request(&buf)?.decode(&self.client)?;
+        let id: u64 = self.client.request(&buf, false)?.decode(&self.client)?;
         Ok(RawProxy::new_held(&self.client, id, kind.name()))
     }
     /// A new, empty dictionary (Python's `manager.dict()`).
@@ -688,6 +688,29 @@ impl Manager {
         self.create_raw(ObjKind::User(T::NAME), Some(&value)).map(T::__proxy)
     }
 
+    /// How long calls from this process to this manager wait for an answer (`None`, the
+    /// default unless `MP_MANAGER_CALL_TIMEOUT` gives seconds: forever, as in Python). A call
+    /// past it is `Error::Timeout`, and may or may not have taken effect: a manager that is
+    /// stuck (a `#[mp::managed]` method that never returns, a stopped process) or whose host
+    /// vanished from the network never closes the connection, so without a timeout such a
+    /// call waits forever. Blocking calls (`QueueProxy::get`, `LockProxy::lock`, …) keep
+    /// their own timeouts and get this one on top. It applies to every proxy of this manager
+    /// in this process; other processes read `MP_MANAGER_CALL_TIMEOUT`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// mp::init();
+    /// let manager = mp::Manager::new().unwrap();
+    /// manager.set_call_timeout(Some(std::time::Duration::from_secs(5)));
+    /// let d = manager.dict::<u8, u8>().unwrap();
+    /// d.insert(1, 2).unwrap();
+    /// assert_eq!(d.get(&1).unwrap(), Some(2));
+    /// ```
+    pub fn set_call_timeout(&self, timeout: Option<Duration>) {
+        self.client.set_call_timeout(timeout);
+    }
+
     /// Stops the server. For a manager this process started: waits for the server process
     /// to exit (at most 5 s, then it is killed) and removes its socket directory. For a
     /// [connected](Self::connect) one: asks the server to stop (a
@@ -711,7 +734,7 @@ impl Manager {
                 let mut buf = Vec::with_capacity(16);
                 let head = Request { obj: 0, acquire: false, op: Op::Shutdown, refs: Vec::new() };
                 codec::encode_into(&head, &mut buf)?;
-                match self.client.request(&buf) {
+                match self.client.request(&buf, false) {
                     // The server may exit before its answer is written.
                     Ok(_) | Err(Error::Disconnected { .. }) => Ok(()),
                     Err(e) => Err(e),

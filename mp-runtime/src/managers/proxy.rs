@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,25 @@ pub(crate) struct Client {
     tls_config: OnceLock<TlsClientConfig>,
     session: u64,
     idle: Mutex<Vec<Conn>>,
+    /// How long a call waits for its answer, in nanoseconds (`u64::MAX`: forever).
+    call_timeout: AtomicU64,
+    /// Connections whose call timed out: their answer may still come, so they are not used
+    /// again until it did (and was thrown away). Kept open meanwhile: closing this process's
+    /// last connection would end its session and drop its proxies' references.
+    late: Mutex<Vec<Conn>>,
+}
+
+/// The call timeout a new client starts with: `MP_MANAGER_CALL_TIMEOUT` (seconds) from the
+/// environment, else none.
+fn default_call_timeout() -> u64 {
+    static DEFAULT: OnceLock<u64> = OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        std::env::var("MP_MANAGER_CALL_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(u64::MAX, |s| Duration::from_secs_f64(s).as_nanos().min(u64::MAX as u128 - 1) as u64)
+    })
 }
 
 static CLIENTS: Mutex<Vec<Arc<Client>>> = Mutex::new(Vec::new());
@@ -63,6 +82,8 @@ pub(crate) fn client(addr: &Address, authkey: &Arc<[u8]>, tls: Option<&Arc<TlsTr
         tls_config: OnceLock::new(),
         session: super::random_u64(),
         idle: Mutex::new(Vec::new()),
+        call_timeout: AtomicU64::new(default_call_timeout()),
+        late: Mutex::new(Vec::new()),
     });
     all.push(c.clone());
     c
@@ -141,17 +162,33 @@ impl Client {
     }
 
     fn connect(&self) -> Result<Conn, Error> {
-        let conn = transport::connect(&self.addr, &self.authkey, self.tls_config()?)?;
+        // A stuck manager still completes the TCP or Unix connect (the kernel queues it):
+        // the handshake is what waits, within the call timeout.
+        let timeout = self.call_timeout().map(|t| t.min(crate::listener::DEFAULT_HANDSHAKE_TIMEOUT));
+        let conn = transport::connect(&self.addr, &self.authkey, self.tls_config()?, timeout)?;
         let mut buf = Vec::with_capacity(32);
         let head =
             Request { obj: 0, acquire: false, op: Op::Hello { session: self.session }, refs: Vec::new() };
         codec::encode_into(&head, &mut buf)?;
-        let answer = self.round_trip(&conn, &buf)?;
+        let answer = self.round_trip(&conn, &buf, false)?;
         answer.decode_adopting::<()>(self)?; // `()`: no proxies inside
         Ok(conn)
     }
 
-    fn round_trip(&self, conn: &Conn, request: &[u8]) -> Result<Answer, Error> {
+    /// The call timeout of this process's calls to this manager (`None`: wait forever).
+    pub fn set_call_timeout(&self, timeout: Option<Duration>) {
+        let ns = timeout.map_or(u64::MAX, |t| t.as_nanos().min(u64::MAX as u128 - 1) as u64);
+        self.call_timeout.store(ns, Ordering::Relaxed);
+    }
+
+    fn call_timeout(&self) -> Option<Duration> {
+        let ns = self.call_timeout.load(Ordering::Relaxed);
+        (ns != u64::MAX).then(|| Duration::from_nanos(ns))
+    }
+
+    /// One request and its answer. `blocking`: an operation the server may hold for one
+    /// slice (a queue `get`, a lock): the call timeout starts after it.
+    fn round_trip(&self, conn: &Conn, request: &[u8], blocking: bool) -> Result<Answer, Error> {
         let gone = |e: Error| match e {
             Error::Disconnected { .. } | Error::Io { .. } => {
                 Error::Disconnected { what: format!("the manager at {} (shut down or exited)", self.addr) }
@@ -159,7 +196,25 @@ impl Client {
             e => e,
         };
         conn.send_bytes(request).map_err(gone)?;
-        let buf = conn.recv_bytes().map_err(gone)?;
+        let buf = match self.call_timeout() {
+            None => conn.recv_bytes(),
+            Some(t) => {
+                let wait = if blocking { t + super::server::SLICE } else { t };
+                conn.recv_bytes_timeout(wait).map_err(|e| match e {
+                    Error::Timeout { .. } => Error::Timeout {
+                        what: format!(
+                            "a call to the manager at {} (no answer: is it stuck, or its host \
+                             unreachable? the call may or may not have taken effect; \
+                             Manager::set_call_timeout / MP_MANAGER_CALL_TIMEOUT)",
+                            self.addr
+                        ),
+                        after: t,
+                    },
+                    e => e,
+                })
+            }
+        }
+        .map_err(gone)?;
         let (reply, rest) = codec::decode_prefix::<Reply>(&buf)?;
         let at = buf.len() - rest.len();
         match reply.status {
@@ -170,23 +225,40 @@ impl Client {
     }
 
     /// Sends one request and waits for its reply, on an idle connection (or a new one).
-    pub fn request(&self, request: &[u8]) -> Result<Answer, Error> {
+    pub fn request(&self, request: &[u8], blocking: bool) -> Result<Answer, Error> {
         let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match conn {
+        let conn = match conn.or_else(|| self.late_answered()) {
             Some(c) => c,
             None => self.connect()?,
         };
-        let r = self.round_trip(&conn, request);
+        let r = self.round_trip(&conn, request, blocking);
         // Only a dead connection is dropped (the frame reader skips an oversized reply and
-        // stays in step). Dropping live ones could close this process's last connection, and
-        // with it the session that holds its proxies' references.
-        if !matches!(r, Err(Error::Disconnected { .. } | Error::Io { .. })) {
+        // stays in step), or one whose answer is late (it would answer the next call).
+        // Dropping live ones could close this process's last connection, and with it the
+        // session that holds its proxies' references.
+        if matches!(r, Err(Error::Timeout { .. })) {
+            let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+            if late.len() >= MAX_IDLE {
+                late.remove(0); // the newer ones still hold the session
+            }
+            late.push(conn);
+        } else if !matches!(r, Err(Error::Disconnected { .. } | Error::Io { .. })) {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < MAX_IDLE {
                 idle.push(conn);
             }
         }
         r
+    }
+
+    /// A connection whose late answer has arrived (read and dropped here), to use again.
+    fn late_answered(&self) -> Option<Conn> {
+        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        let at = late.iter().position(|c| c.poll(Duration::ZERO).unwrap_or(false))?;
+        let conn = late.remove(at);
+        drop(late);
+        // A closed connection reads as ready too: it is dropped.
+        conn.recv_bytes().ok().map(|_| conn)
     }
 
     /// Gives back one reference of this session to `id` (not answered; best effort: if the
@@ -361,7 +433,8 @@ impl RawProxy {
         codec::encode_into(&head, &mut buf)?;
         buf.extend_from_slice(&blob_bytes);
         let client = self.0.client();
-        let answer = client.request(&buf)?;
+        let blocking = matches!(head.op, Op::QueueGet { .. } | Op::LockAcquire { .. } | Op::EventWait { .. });
+        let answer = client.request(&buf, blocking)?;
         // Two threads may both have taken the first reference: keep one.
         if !held && self.0.held.swap(true, Ordering::AcqRel) {
             client.release(self.0.id);

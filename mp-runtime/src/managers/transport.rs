@@ -41,8 +41,13 @@ pub(crate) fn accept(listener: &Listener, timeout: std::time::Duration) -> Resul
 /// Connects to the manager at `addr` and authenticates both ways, over TLS with `tls`. A
 /// manager that is gone (socket removed or nobody listening) is `Error::Disconnected`; a
 /// wrong key, a certificate that does not check out, or TLS on one side only `Error::Auth`.
-pub(crate) fn connect(addr: &Address, authkey: &[u8], tls: Option<&TlsClientConfig>) -> Result<Conn, Error> {
-    match listener::connect::<()>(addr.clone(), Some(authkey), None, tls) {
+pub(crate) fn connect(
+    addr: &Address,
+    authkey: &[u8],
+    tls: Option<&TlsClientConfig>,
+    timeout: Option<std::time::Duration>,
+) -> Result<Conn, Error> {
+    match listener::connect::<()>(addr.clone(), Some(authkey), timeout, tls) {
         Ok(c) => {
             // A reply usually comes within microseconds: catch it without sleeping. (Over
             // TLS the connection is the local end of the TLS pump: the same holds.)
