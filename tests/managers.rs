@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::wait_gone;
+use common::{cpu_ticks, wait_gone};
 use mp::{
     Connection, DictProxy, Error, EventProxy, ListProxy, LockProxy, Manager, NamespaceProxy, Pipe, Process,
     QueueProxy, ValueProxy,
@@ -513,14 +513,6 @@ fn a_proxy_passed_through_a_queue_stays_live() {
     drop(l);
     let l = q.get_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(l.to_vec().unwrap(), ["kept"]);
-}
-
-/// CPU time (user + system) of `pid` so far, from `/proc` (in clock ticks of 10 ms).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat; fields[0] here is field 3.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 #[mp::test]

@@ -205,3 +205,23 @@ fn a_connection_cannot_be_serialized_elsewhere() {
     let e = serde_json::to_string(&a).unwrap_err().to_string();
     assert!(e.contains("only travel through mp"), "{e}");
 }
+
+#[mp::test]
+fn a_quiet_pipe_burns_no_cpu_after_a_burst() {
+    let (ours, theirs) = Pipe::new::<String>().unwrap();
+    let mut p = Process::new(echo, theirs);
+    p.start().unwrap();
+    // A burst of round trips: both ends poll for the answer instead of sleeping.
+    for i in 0..3_000 {
+        ours.send(format!("m{i}")).unwrap();
+        assert_eq!(ours.recv().unwrap(), format!("M{i}"));
+    }
+    // Then silence: the child waiting in recv must sleep, not poll.
+    let pid = p.pid().unwrap();
+    let before = common::cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = common::cpu_ticks(pid) - before;
+    assert!(used <= 10, "an idle echo child used {used}0 ms of CPU in 1 s");
+    drop(ours);
+    assert_eq!(p.join().unwrap(), 3_000);
+}

@@ -141,6 +141,16 @@ impl Pipe {
     }
 }
 
+/// Every connection polls briefly before it sleeps in a receive (`wire::Spin`): a round trip
+/// whose answer comes within microseconds then costs no sleep and wake-up, the bulk of a
+/// socket round trip; the window adapts to the waits, so an idle connection never polls.
+/// `MP_BUSY_POLL=0` turns it off.
+fn poll_before_sleeping(reader: &mut FrameReader) {
+    if wire::busy_poll_enabled() {
+        reader.spin = Some(Default::default());
+    }
+}
+
 impl<T> From<std::os::unix::net::UnixStream> for Connection<T> {
     /// Wraps a connected Unix stream socket whose peer speaks mp frames (another
     /// `Connection`).
@@ -151,10 +161,12 @@ impl<T> From<std::os::unix::net::UnixStream> for Connection<T> {
 
 impl<T> Connection<T> {
     fn from_fd(fd: OwnedFd, readable: bool, writable: bool) -> Self {
+        let mut reader = FrameReader::new();
+        poll_before_sleeping(&mut reader);
         Connection {
             inner: Some(Inner {
                 fd,
-                reader: Mutex::new(FrameReader::new()),
+                reader: Mutex::new(reader),
                 writer: Mutex::new(()),
                 readable,
                 writable,
@@ -174,6 +186,7 @@ impl<T> Connection<T> {
     ) -> Self {
         reader.limit = limit;
         reader.remote = remote;
+        poll_before_sleeping(&mut reader);
         Connection {
             inner: Some(Inner {
                 fd,
@@ -184,17 +197,6 @@ impl<T> Connection<T> {
                 remote,
             }),
             _t: PhantomData,
-        }
-    }
-
-    /// Busy-polls briefly before blocking in receives (see `wire::Spin`): for request/
-    /// response connections whose waits are usually microseconds (the managers'), unless
-    /// `MP_BUSY_POLL=0`.
-    pub(crate) fn spin_before_blocking(&self) {
-        if let Some(inner) = &self.inner {
-            if wire::busy_poll_enabled() {
-                inner.reader.lock().unwrap_or_else(|p| p.into_inner()).spin = Some(Default::default());
-            }
         }
     }
 

@@ -27,6 +27,14 @@ pub fn wait_gone(pid: u32, within: Duration) -> bool {
     is_gone(pid)
 }
 
+/// CPU time (user + system) of `pid` so far, from `/proc` (in clock ticks of 10 ms).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; fields[0] here is field 3.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 /// Asserts `pid` was reaped: no process, and no zombie either.
 pub fn assert_reaped(pid: u32) {
     assert!(

@@ -32,10 +32,9 @@ pub(crate) fn bind(addr: &Address, authkey: &[u8], tls: Option<&TlsServerConfig>
 /// an mp client) is an `Err` about that peer only: the caller logs it and accepts again.
 /// `Error::Timeout` after `timeout` (so the caller can notice it was asked to stop).
 pub(crate) fn accept(listener: &Listener, timeout: std::time::Duration) -> Result<Conn, Error> {
-    let conn = listener.accept_timeout::<()>(timeout)?;
-    // Calls come in bursts from a client's loop: catch the next one without sleeping.
-    conn.spin_before_blocking();
-    Ok(conn)
+    // Its receives poll briefly before sleeping, as every Connection's: calls come in
+    // bursts from a client's loop.
+    listener.accept_timeout::<()>(timeout)
 }
 
 /// Connects to the manager at `addr` and authenticates both ways, over TLS with `tls`. A
@@ -48,12 +47,9 @@ pub(crate) fn connect(
     timeout: Option<std::time::Duration>,
 ) -> Result<Conn, Error> {
     match listener::connect::<()>(addr.clone(), Some(authkey), timeout, tls) {
-        Ok(c) => {
-            // A reply usually comes within microseconds: catch it without sleeping. (Over
-            // TLS the connection is the local end of the TLS pump: the same holds.)
-            c.spin_before_blocking();
-            Ok(c)
-        }
+        // A reply usually comes within microseconds: the connection polls for it briefly
+        // before sleeping, as every Connection does.
+        Ok(c) => Ok(c),
         Err(Error::Io { source, .. })
             if matches!(
                 source.kind(),
