@@ -13,15 +13,8 @@ use std::time::{Duration, Instant};
 
 use mp::prelude::*;
 
-/// About 1 ms of CPU for the calibrated `n` (an LCG the optimizer cannot fold).
-#[mp::worker]
-fn spin(n: u64) -> u64 {
-    let mut acc: u64 = 0;
-    for i in 0..n {
-        acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i));
-    }
-    acc
-}
+mod common;
+use common::{calibrate_spin, spin};
 
 const TASKS: usize = 200;
 const ROUNDS: usize = 15;
@@ -35,19 +28,6 @@ fn time(f: impl FnOnce()) -> Duration {
     let t = Instant::now();
     f();
     t.elapsed()
-}
-
-fn calibrate_spin() -> u64 {
-    let mut n = 1_000u64;
-    loop {
-        let t = Instant::now();
-        std::hint::black_box(spin(n));
-        let d = t.elapsed();
-        if d > Duration::from_micros(500) {
-            return (n as f64 * 1e-3 / d.as_secs_f64()) as u64;
-        }
-        n *= 2;
-    }
 }
 
 /// Rank 0 under mpirun: the default pool is served by ranks 1 and 2; a local Pool(2) runs

@@ -10,42 +10,19 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rayon::prelude::*;
 
 mod common;
-use common::{json_field, python_lines, timed};
+use common::{calibrate_spin, json_field, python_lines, spin, timed};
 
 #[mp::worker]
 fn square(x: i32) -> i32 {
     x.wrapping_mul(x)
 }
 
-/// About 1 ms of CPU for the calibrated `n` (an LCG the optimizer cannot fold).
-#[mp::worker]
-fn spin(n: u64) -> u64 {
-    let mut acc: u64 = 0;
-    for i in 0..n {
-        acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i));
-    }
-    acc
-}
-
 const BARE_EXIT: &str = "MP_BENCH_BARE_EXIT";
-
-fn calibrate_spin() -> u64 {
-    let mut n = 1_000u64;
-    loop {
-        let t = Instant::now();
-        std::hint::black_box(spin(n));
-        let d = t.elapsed();
-        if d > Duration::from_micros(500) {
-            return (n as f64 * 1e-3 / d.as_secs_f64()) as u64;
-        }
-        n *= 2;
-    }
-}
 
 struct Table(Vec<[String; 4]>);
 

@@ -9,39 +9,16 @@
 //! The binary is its own worker host: `mp::init()` comes first.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
-use common::timed;
+use common::{calibrate_spin, spin, timed};
 
 const KEY: &str = "bench-key";
 
 #[mp::worker]
 fn square(x: i64) -> i64 {
     x.wrapping_mul(x)
-}
-
-/// About 1 ms of CPU for the calibrated `n`.
-#[mp::worker]
-fn spin(n: u64) -> u64 {
-    let mut acc: u64 = 0;
-    for i in 0..n {
-        acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i));
-    }
-    acc
-}
-
-fn calibrate_spin() -> u64 {
-    let mut n = 1_000u64;
-    loop {
-        let t = Instant::now();
-        std::hint::black_box(spin(n));
-        let d = t.elapsed();
-        if d > Duration::from_micros(500) {
-            return (n as f64 * 1e-3 / d.as_secs_f64()) as u64;
-        }
-        n *= 2;
-    }
 }
 
 fn main() {

@@ -274,23 +274,5 @@ fn main() {
         ("hosts_exit_when_the_pool_closes", hosts_exit_when_the_pool_closes),
         ("across_network_namespaces", across_network_namespaces),
     ];
-    // libtest-style: an optional name filter; flags (from `cargo test`) are ignored.
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    // A case that hangs fails the run instead of blocking CI.
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(300));
-        eprintln!("tests/remote.rs: a case is still running after 300 s");
-        std::process::exit(101);
-    });
-    let mut ran = 0;
-    for (name, case) in cases {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let t = Instant::now();
-        case();
-        println!("test {name} ... ok ({:?})", t.elapsed());
-        ran += 1;
-    }
-    println!("test result: ok. {ran} passed");
+    common::run_cases("tests/remote.rs", cases);
 }

@@ -659,23 +659,5 @@ fn main() {
         ),
         ("manager_tls_needs_a_tcp_address", manager_tls_needs_a_tcp_address),
     ];
-    // libtest-style: an optional name filter; flags (from `cargo test`) are ignored.
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    // A case that hangs fails the run instead of blocking CI.
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(300));
-        eprintln!("tests/tls.rs: a case is still running after 300 s");
-        std::process::exit(101);
-    });
-    let mut ran = 0;
-    for (name, case) in cases {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let t = Instant::now();
-        case();
-        println!("test {name} ... ok ({:?})", t.elapsed());
-        ran += 1;
-    }
-    println!("test result: ok. {ran} passed");
+    common::run_cases("tests/tls.rs", cases);
 }

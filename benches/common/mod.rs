@@ -57,3 +57,28 @@ pub fn python_rows(script: &str, args: &[String], value: &str) -> HashMap<String
         })
         .collect()
 }
+
+/// About 1 ms of CPU for the calibrated `n` (an LCG the optimizer cannot fold): the "real
+/// work" task of the pool, remote and MPI benches.
+#[mp::worker]
+pub fn spin(n: u64) -> u64 {
+    let mut acc: u64 = 0;
+    for i in 0..n {
+        acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i));
+    }
+    acc
+}
+
+/// The `n` for which [`spin`] takes about 1 ms here.
+pub fn calibrate_spin() -> u64 {
+    let mut n = 1_000u64;
+    loop {
+        let t = Instant::now();
+        std::hint::black_box(spin(n));
+        let d = t.elapsed();
+        if d > Duration::from_micros(500) {
+            return (n as f64 * 1e-3 / d.as_secs_f64()) as u64;
+        }
+        n *= 2;
+    }
+}

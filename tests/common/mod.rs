@@ -99,3 +99,28 @@ impl Starter {
         self.go.set(1);
     }
 }
+
+/// The driver of a `harness = false` test binary whose cases need a process of their own
+/// (children of `#[mp::main]`): runs the cases whose names contain a command-line filter
+/// (libtest-style; flags from `cargo test` are ignored) and prints libtest-like lines. A case
+/// that hangs fails the run after 300 s instead of blocking CI.
+pub fn run_cases(file: &str, cases: &[(&str, fn())]) {
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let file = file.to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(300));
+        eprintln!("{file}: a case is still running after 300 s");
+        std::process::exit(101);
+    });
+    let mut ran = 0;
+    for (name, case) in cases {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let t = Instant::now();
+        case();
+        println!("test {name} ... ok ({:?})", t.elapsed());
+        ran += 1;
+    }
+    println!("test result: ok. {ran} passed");
+}
