@@ -17,14 +17,7 @@ const KEY: &[u8] = b"remote-manager-test-key";
 #[mp::worker]
 fn take_jobs(addr: String, key: Vec<u8>, who: u32) -> u32 {
     let m = Manager::connect(addr.as_str(), &key).unwrap();
-    let jobs: QueueProxy<Option<u64>> = m.shared().get("jobs").unwrap().expect("jobs published");
-    let results: DictProxy<u64, (u64, u32)> = m.shared().get("results").unwrap().expect("results published");
-    let mut done = 0;
-    while let Some(n) = jobs.get().unwrap() {
-        results.insert(n, (n * n, who)).unwrap();
-        done += 1;
-    }
-    done
+    common::take_jobs_from(&m, who)
 }
 
 /// Runs a manager server in this process on a free TCP port until a client stops it.

@@ -106,14 +106,7 @@ fn tls_doubler(addr: Address, ca: String) -> u32 {
 fn take_jobs_over_tls(addr: String, ca: String, who: u32) -> u32 {
     let tls = TlsClientConfig::from_ca_pem(ca).unwrap();
     let m = Manager::connect_tls(addr.as_str(), KEY, &tls).unwrap();
-    let jobs: QueueProxy<Option<u64>> = m.shared().get("jobs").unwrap().expect("jobs published");
-    let results: DictProxy<u64, (u64, u32)> = m.shared().get("results").unwrap().expect("results published");
-    let mut done = 0;
-    while let Some(n) = jobs.get().unwrap() {
-        results.insert(n, (n * n, who)).unwrap();
-        done += 1;
-    }
-    done
+    common::take_jobs_from(&m, who)
 }
 
 /// Uses a queue proxy it was handed, in a process that never connected to its manager.

@@ -124,3 +124,17 @@ pub fn run_cases(file: &str, cases: &[(&str, fn())]) {
     }
     println!("test result: ok. {ran} passed");
 }
+
+/// A job-queue client: takes numbers from the manager's shared `jobs` queue until `None`,
+/// records `(n * n, who)` in its shared `results` dict; returns how many it took.
+pub fn take_jobs_from(m: &mp::Manager, who: u32) -> u32 {
+    let jobs: mp::QueueProxy<Option<u64>> = m.shared().get("jobs").unwrap().expect("jobs published");
+    let results: mp::DictProxy<u64, (u64, u32)> =
+        m.shared().get("results").unwrap().expect("results published");
+    let mut done = 0;
+    while let Some(n) = jobs.get().unwrap() {
+        results.insert(n, (n * n, who)).unwrap();
+        done += 1;
+    }
+    done
+}

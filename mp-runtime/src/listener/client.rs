@@ -238,15 +238,7 @@ pub(super) fn client_handshake<T>(
     loop {
         let frame = match reader.read(fd.as_fd(), Some(deadline), what) {
             Ok(f) => f,
-            Err(Error::Timeout { .. }) => {
-                return Err(Error::Timeout {
-                    what: format!(
-                        "{what} (it accepted the connection but did not answer: is it an mp \
-                         Listener, and is it calling accept?)"
-                    ),
-                    after: Duration::ZERO,
-                });
-            }
+            Err(Error::Timeout { .. }) => return Err(no_answer(what)),
             Err(Error::Disconnected { .. }) => {
                 return Err(Error::Disconnected {
                     what: format!(
@@ -292,15 +284,7 @@ fn start_tls(
     reader.limit = Some(handshake::MAX_MESSAGE);
     reader.remote = true;
     let frame = match reader.read(fd.as_fd(), Some(deadline), what) {
-        Err(Error::Timeout { .. }) => {
-            return Err(Error::Timeout {
-                what: format!(
-                    "{what} (it accepted the connection but did not answer: is it an mp \
-                     Listener, and is it calling accept?)"
-                ),
-                after: Duration::ZERO,
-            });
-        }
+        Err(Error::Timeout { .. }) => return Err(no_answer(what)),
         other => other?,
     };
     let starttls = frame.kind == Kind::Auth
@@ -334,4 +318,15 @@ fn start_tls(
 #[cfg(not(feature = "tls"))]
 fn start_tls(cfg: &TlsClientConfig, _: &Address, _: OwnedFd, _: Instant, _: &str) -> Result<OwnedFd, Error> {
     match *cfg {}
+}
+
+/// A listener that accepted the connection but never spoke (the caller fills in `after`).
+fn no_answer(what: &str) -> Error {
+    Error::Timeout {
+        what: format!(
+            "{what} (it accepted the connection but did not answer: is it an mp Listener, and is \
+             it calling accept?)"
+        ),
+        after: Duration::ZERO,
+    }
 }
